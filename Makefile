@@ -1,0 +1,40 @@
+# `make demo`: install, generate the synthetic dataset, train the compact model, serve the Space.
+# `make test`: install, run every test.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+DATA := data/synthetic
+RUN := runs/demo
+export GRADIO_ANALYTICS_ENABLED := False
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: install data train demo test clean
+
+$(VENV)/.installed: requirements.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+install: $(VENV)/.installed
+
+$(DATA)/train/metadata.csv: $(VENV)/.installed training/synthetic.py
+	rm -rf $(DATA)
+	$(PY) -m training generate --out $(DATA)
+
+data: $(DATA)/train/metadata.csv
+
+$(RUN)/model/defect_config.json: $(DATA)/train/metadata.csv
+	$(PY) -m training train --data $(DATA) --out $(RUN) --backbone compact
+
+train: $(RUN)/model/defect_config.json
+
+demo: train
+	@echo "Serving the Space at http://127.0.0.1:$${GRADIO_SERVER_PORT:-7860} (Ctrl+C stops it)"
+	MODEL_ID=$(RUN)/model $(PY) space/app.py
+
+test: install
+	$(PY) -m pytest tests
+
+clean:
+	rm -rf $(DATA) runs

@@ -1,0 +1,36 @@
+"""Shared fixtures: small generated datasets and one small trained model per test session."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+
+from training.config import TrainConfig  # noqa: E402
+from training.synthetic import GenerateConfig, generate  # noqa: E402
+
+# Two surfaces on which a short run learns reliably; the full model is measured in benchmarks.
+TINY_TEXTURES = ("clouds", "radial")
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tiny_data")
+    generate(GenerateConfig(out, seed=1, per_texture_good=30, per_texture_defective=30, textures=TINY_TEXTURES))
+    return out
+
+
+@pytest.fixture(scope="session")
+def trained(tiny_data, tmp_path_factory) -> tuple[Path, dict]:
+    """(run folder, test metrics) of a short compact training run on the tiny data."""
+    from training.train import train
+
+    out = tmp_path_factory.mktemp("run")
+    config = TrainConfig(data=str(tiny_data), out=str(out), epochs=12, patience=12, target_recall=0.9, seed=3)
+    metrics = train(config)
+    return out, metrics

@@ -1,0 +1,134 @@
+"""A short real training run: it learns, its artifacts reload, and every consumer agrees."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+
+from space.inference import DefectClassifier, read_image
+from training.config import TrainConfig
+from training.data import DataError, load_splits
+from training.evaluate import choose_threshold
+
+
+def test_short_run_beats_the_majority_guess(trained):
+    _, metrics = trained
+    for key in ("accuracy", "precision", "recall", "f1", "roc_auc", "threshold", "confusion_matrix", "n_test"):
+        assert key in metrics
+    cm = np.array(metrics["confusion_matrix"]["rows_true_columns_predicted"])
+    majority = cm.sum(axis=1).max() / cm.sum()
+    assert metrics["accuracy"] >= majority + 0.15, metrics
+    assert metrics["roc_auc"] >= 0.85, metrics
+
+
+def test_artifacts_hold_everything_a_consumer_needs(trained):
+    out, metrics = trained
+    model_dir = out / "model"
+    for name in ("config.json", "metadata.json", "model.weights.h5", "defect_config.json"):
+        assert (model_dir / name).is_file(), name
+    info = json.loads((model_dir / "defect_config.json").read_text())
+    assert info["class_names"] == ["defects", "no_defects"]
+    assert info["output"].endswith("P(defects)")
+    assert info["image_size"] == 512 and info["threshold"] == metrics["threshold"]
+    assert TrainConfig.from_dict(info["training_config"]).seed == 3
+    assert json.loads((out / "metrics.json").read_text())["accuracy"] == metrics["accuracy"]
+
+
+def test_reloaded_model_gives_the_same_probabilities(trained, tiny_data):
+    out, _ = trained
+    files = sorted((tiny_data / "test" / "defects").glob("*.png"))[:3] + sorted((tiny_data / "test" / "no_defects").glob("*.png"))[:3]
+    images = [read_image(f) for f in files]
+    plain = keras.saving.load_model(out / "model")  # no custom objects, safe_mode on
+    direct = plain.predict(np.stack(images).astype(np.float32), verbose=0).reshape(-1)
+    via_classifier = [r.p_defects for r in DefectClassifier(out / "model").predict(images)]
+    np.testing.assert_allclose(direct, via_classifier, atol=1e-5)
+    again = [r.p_defects for r in DefectClassifier(out / "model").predict(images)]
+    np.testing.assert_allclose(via_classifier, again, atol=1e-6)
+    assert 0.0 <= direct.min() and direct.max() <= 1.0
+
+
+def test_predict_cli_reports_bad_files_and_predicts_the_rest(trained, tiny_data, tmp_path):
+    out, _ = trained
+    folder = tmp_path / "inbox" / "nested"
+    folder.mkdir(parents=True)
+    good = sorted((tiny_data / "test" / "defects").glob("*.png"))[:2]
+    for f in good:
+        (folder / f.name).write_bytes(f.read_bytes())
+    (folder / "broken.png").write_bytes(b"not an image")
+    csv_path = tmp_path / "preds.csv"
+    run = subprocess.run(
+        [sys.executable, "-m", "training", "predict", "--model", str(out / "model"), "--out", str(csv_path), str(tmp_path / "inbox")],
+        capture_output=True, text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "broken.png" in run.stderr
+    rows = list(csv.DictReader(open(csv_path)))
+    assert len(rows) == 3
+    by_name = {r["file"].rsplit("/", 1)[1]: r for r in rows}
+    assert by_name["broken.png"]["error"] and not by_name["broken.png"]["p_defects"]
+    classifier = DefectClassifier(out / "model")
+    for f in good:
+        row = by_name[f.name]
+        expected = classifier.predict([read_image(f)])[0]
+        assert float(row["p_defects"]) == pytest.approx(expected.p_defects, abs=1e-5)
+        assert row["label"] == expected.label and not row["error"]
+        assert bool(row["box_x0"]) == (expected.label == "defects")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"target_recall": 1.5}, "target-recall"),
+        ({"target_recall": 0.0}, "target-recall"),
+        ({"backbone": "resnet9000"}, "unknown backbone"),
+        ({"image_size": 30}, "image-size"),
+        ({"crop_size": 1024}, "crop-size"),
+    ],
+)
+def test_bad_settings_are_refused_before_work(change, message):
+    with pytest.raises(ValueError, match=message):
+        TrainConfig(**change).validate()
+
+
+def test_too_few_images_refused_before_training(tmp_path):
+    from training.synthetic import GenerateConfig, generate
+    from training.train import train
+
+    generate(GenerateConfig(tmp_path / "d", per_texture_good=4, per_texture_defective=4, textures=("grain",)))
+    with pytest.raises(DataError, match="at least 10"):
+        train(TrainConfig(data=str(tmp_path / "d"), out=str(tmp_path / "out")))
+    assert not (tmp_path / "out" / "model").exists()
+
+
+def test_cli_exits_nonzero_with_a_clear_message(tmp_path):
+    run = subprocess.run(
+        [sys.executable, "-m", "training", "train", "--data", str(tmp_path / "nothing"), "--out", str(tmp_path / "o")],
+        capture_output=True, text=True,
+    )
+    assert run.returncode == 2 and "does not exist" in run.stderr
+
+
+def test_threshold_reaches_target_recall_with_fewest_false_alarms():
+    labels = np.array([1, 1, 1, 1, 0, 0, 0, 0])
+    p = np.array([0.9, 0.8, 0.7, 0.3, 0.6, 0.2, 0.1, 0.05])
+    t = choose_threshold(labels, p, target_recall=0.75)
+    assert 0.6 < t <= 0.7  # catches 3 of 4 defects with no false alarm
+    t = choose_threshold(labels, p, target_recall=1.0)
+    assert 0.2 < t <= 0.3  # must catch the 0.3 defect: one false alarm (0.6) is unavoidable
+
+
+def test_splits_without_test_get_a_held_out_part(tmp_path):
+    from training.synthetic import GenerateConfig, generate
+    from training.train import split_holdout
+
+    generate(GenerateConfig(tmp_path, per_texture_good=8, per_texture_defective=8, textures=("grain", "cells"), test_fraction=0.0))
+    train = load_splits(tmp_path)["train"]
+    keep, hold = split_holdout(train, 0.25, seed=0)
+    assert len(hold) == 8 and not set(map(id, keep)) & set(map(id, hold))
+    assert {(s.defective, s.texture) for s in hold} == {(d, t) for d in (True, False) for t in ("grain", "cells")}

@@ -1,0 +1,73 @@
+"""Measure a saved model on labelled images, through the same inference path users get.
+
+Metrics come from scikit-learn; the decision threshold is the one stored with the model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from sklearn import metrics as skm
+from tqdm import tqdm
+
+from space.inference import DefectClassifier, read_image
+from training.data import CLASS_NAMES, Sample
+
+
+def choose_threshold(labels: np.ndarray, p_defects: np.ndarray, target_recall: float) -> float:
+    """The threshold that reaches `target_recall` on these labels with the fewest false alarms.
+
+    It sits halfway between the lowest defect score that must be caught and the highest
+    defect-free score below it, so unseen images get the widest margin on both sides.
+    """
+    labels = np.asarray(labels).astype(bool)
+    p_defects = np.asarray(p_defects, dtype=np.float64)
+    positives = np.sort(p_defects[labels])[::-1]
+    if len(positives) == 0:
+        return 0.5
+    must_catch = positives[max(0, int(np.ceil(target_recall * len(positives))) - 1)]
+    below = p_defects[~labels & (p_defects < must_catch)]
+    lower = below.max() if len(below) else 0.0
+    return float((must_catch + lower) / 2)
+
+
+def compute_metrics(labels, p_defects, threshold: float, textures=None) -> dict:
+    """Classification metrics with `defects` as the positive class."""
+    y = np.asarray(labels).astype(int)
+    p = np.asarray(p_defects, dtype=np.float64)
+    pred = (p >= threshold).astype(int)
+    both = len(set(y)) == 2
+    cm = skm.confusion_matrix(y, pred, labels=[1, 0])
+    result = {
+        "n_test": int(len(y)),
+        "threshold": float(threshold),
+        "accuracy": float(skm.accuracy_score(y, pred)),
+        "precision": float(skm.precision_score(y, pred, zero_division=0)),
+        "recall": float(skm.recall_score(y, pred, zero_division=0)),
+        "f1": float(skm.f1_score(y, pred, zero_division=0)),
+        "roc_auc": float(skm.roc_auc_score(y, p)) if both else None,
+        "pr_auc": float(skm.average_precision_score(y, p)) if both else None,
+        "false_alarm_rate": float(cm[1, 0] / max(1, cm[1].sum())),
+        "confusion_matrix": {"labels": list(CLASS_NAMES), "rows_true_columns_predicted": cm.tolist()},
+    }
+    if textures is not None and any(t is not None for t in textures):
+        textures = np.array([t or "unknown" for t in textures])
+        result["per_texture"] = {
+            t: {"n": int((textures == t).sum()), "accuracy": float((pred == y)[textures == t].mean())}
+            for t in sorted(set(textures))
+        }
+    return result
+
+
+def predict_samples(classifier: DefectClassifier, samples: list[Sample], batch_size: int = 16) -> np.ndarray:
+    probs = []
+    for start in tqdm(range(0, len(samples), batch_size), desc="evaluating", unit="batch", leave=False):
+        batch = [read_image(s.image) for s in samples[start : start + batch_size]]
+        probs += [r.p_defects for r in classifier.predict(batch)]
+    return np.array(probs)
+
+
+def evaluate_model(model_dir, samples: list[Sample]) -> dict:
+    classifier = DefectClassifier(model_dir)
+    p = predict_samples(classifier, samples)
+    labels = np.array([s.defective for s in samples])
+    return compute_metrics(labels, p, classifier.threshold, [s.texture for s in samples])

@@ -1,0 +1,40 @@
+"""Write the model folder that users load and the Hub receives.
+
+The folder holds the Keras 3 files at its root (`config.json`, `metadata.json`,
+`model.weights.h5`), so `keras.saving.load_model(folder or "hf://user/repo")` works with
+safe_mode on, and `defect_config.json`: class names, what the output means, image size,
+decision threshold and the full training config, which every consumer reads.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import keras
+
+from space.inference import CONFIG_FILE, HEATMAP_LAYER
+from training.config import TrainConfig
+
+
+def export_model(classifier: keras.Model, config: TrainConfig, threshold: float, model_dir, history=None) -> Path:
+    model_dir = Path(model_dir)
+    if model_dir.exists():
+        if any(model_dir.iterdir()) and not (model_dir / CONFIG_FILE).is_file():
+            raise FileExistsError(f"{model_dir} exists and is not a model folder: choose another --out")
+        shutil.rmtree(model_dir)
+    keras.saving.save_model(classifier, model_dir, zipped=False)
+    info = {
+        "class_names": list(config.class_names),
+        "output": f"a single sigmoid unit: P({config.class_names[0]})",
+        "input": "RGB or grayscale-as-RGB images, values 0-255, any size (resized inside the model)",
+        "image_size": config.image_size,
+        "threshold": threshold,
+        "heatmap_layer": HEATMAP_LAYER,
+        "training_config": config.to_dict(),
+    }
+    (model_dir / CONFIG_FILE).write_text(json.dumps(info, indent=2))
+    if history:
+        (model_dir.parent / "history.json").write_text(json.dumps(history, indent=2))
+    return model_dir

@@ -1,0 +1,83 @@
+"""The compact backbone: a segmentation net with a decision head, trained from scratch.
+
+Why this shape: DAGM-style defects are small and faint on large textures, and a plain CNN on a
+downscaled image stays at the majority guess (the tutorial's from-scratch models did). Following
+Racki et al. 2018 and Bozic et al. 2021, the network works near full resolution, learns a coarse
+defect map from the weak ellipse labels (`seg_logits`, stride 8), and decides from the map's peak
+plus the peak of its features. The decision layer is fitted last on whole images (see train.py),
+since the peak over a whole image is higher than over a training crop. Everything is fully convolutional until global max pooling, so it
+trains on crops and classifies whole images with the same weights, and the max makes the decision
+independent of image size. Dilated convolutions give ~160 px of context, which is what lets it
+learn that a dark spot at the centre of a radial texture is normal.
+
+Two models share one set of layers:
+- `trainer`: grayscale crops (values 0-255) -> {"seg": logits map, "p_defects": probability};
+- `classifier`: what is saved and published: RGB uint8 images of any size -> P(defects), with
+  resizing, grayscale conversion and scaling inside, built only from stock Keras layers so
+  `keras.saving.load_model` needs no custom code (safe_mode stays on).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+from keras import layers
+
+from space.inference import HEATMAP_LAYER
+from training.config import TrainConfig
+
+OUTPUT_LAYER = "p_defects"
+
+
+@dataclass
+class CompactModels:
+    """Three views of one set of weights."""
+
+    trainer: keras.Model  # gray crops -> {"seg", "p_defects"}
+    classifier: keras.Model  # RGB image -> P(defects); what is saved
+    pooled: keras.Model  # gray image -> the decision head's input features
+
+
+def build_compact(config: TrainConfig) -> CompactModels:
+    keras.utils.set_random_seed(config.seed)
+    w = config.widths
+    body = [
+        layers.Rescaling(1.0 / 255, name="rescale"),
+        # Per-image standardization: brightness and contrast vary between surfaces and cameras.
+        layers.LayerNormalization(axis=[1, 2, 3], center=False, scale=False, epsilon=1e-5, name="standardize"),
+    ]
+    plan = [(w[0], 5, 2, 1), (w[1], 3, 2, 1), (w[2], 3, 1, 1), (w[3], 3, 2, 1), (w[4], 3, 1, 1), (w[5], 3, 1, 2), (w[6], 3, 1, 4)]
+    for i, (filters, kernel, stride, dilation) in enumerate(plan):
+        body += [
+            layers.Conv2D(filters, kernel, strides=stride, dilation_rate=dilation, padding="same", use_bias=False, name=f"conv{i}"),
+            layers.BatchNormalization(momentum=0.9, name=f"bn{i}"),
+            layers.ReLU(name=f"relu{i}"),
+        ]
+    seg_head = layers.Conv2D(1, 1, name=HEATMAP_LAYER, bias_initializer=keras.initializers.Constant(-3.0))
+    seg_peak = layers.GlobalMaxPooling2D(name="seg_peak")
+    feature_peak = layers.GlobalMaxPooling2D(name="feature_peak")
+    join = layers.Concatenate(name="decision_features")
+    decide = layers.Dense(1, activation="sigmoid", name=OUTPUT_LAYER)
+
+    def forward(x):
+        for layer in body:
+            x = layer(x)
+        seg = seg_head(x)
+        pooled = join([seg_peak(seg), feature_peak(x)])
+        return seg, pooled, decide(pooled)
+
+    gray = keras.Input((None, None, 1), name="gray")
+    seg, pooled, p = forward(gray)
+    trainer = keras.Model(gray, {"seg": seg, "p_defects": p}, name="compact_trainer")
+    pooled_model = keras.Model(gray, pooled, name="compact_pooled")
+
+    image = keras.Input((None, None, 3), name="image")
+    x = layers.Resizing(config.image_size, config.image_size, antialias=True, name="resize")(image)
+    to_gray = layers.Conv2D(1, 1, use_bias=False, trainable=False, name="to_gray")
+    x = to_gray(x)
+    to_gray.set_weights([np.full((1, 1, 3, 1), 1.0 / 3.0, dtype=np.float32)])
+    _, _, p = forward(x)
+    classifier = keras.Model(image, p, name="defect_classifier")
+    return CompactModels(trainer, classifier, pooled_model)

@@ -1,0 +1,233 @@
+"""A DAGM-2007-like surface dataset, generated on the fly.
+
+DAGM 2007 cannot be downloaded here and is too large to ship, so the demo and the tests use
+textures made from seeded noise: 512x512 8-bit grayscale images of seven clearly different
+surface families, and defects (scratch, blotch, smooth intensity change, texture break) drawn
+inside a random ellipse that is recorded as a weak localization label, as in DAGM's dev set.
+
+The `radial` family is the case the original tutorial got wrong: its *normal* look has a dark
+spot at the image centre, so a model must learn that the spot is texture, not defect.
+
+The layout is the Hugging Face imagefolder convention, so `datasets.load_dataset` reads it:
+    DIR/{train,test}/{defects,no_defects}/*.png
+    DIR/{train,test}/metadata.csv   file_name,label,texture,cx,cy,a,b,angle
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+from tqdm import tqdm
+
+from training.data import CLASS_NAMES, Ellipse
+
+SIZE = 512
+TEXTURES = ("clouds", "grain", "brushed", "weave", "radial", "cells", "rings")
+DEFECT_KINDS = ("scratch", "blotch", "gradient", "texture_break")
+METADATA_COLUMNS = ("file_name", "label", "texture", "cx", "cy", "a", "b", "angle")
+
+
+def _noise(rng: np.random.Generator, sigma, shape=(SIZE, SIZE)) -> np.ndarray:
+    """Gaussian-filtered white noise with zero mean and unit variance."""
+    field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma, mode="wrap")
+    return (field - field.mean()) / (field.std() + 1e-8)
+
+
+def _rotated(field: np.ndarray, degrees: float) -> np.ndarray:
+    return ndimage.rotate(field, degrees, reshape=False, order=1, mode="wrap")
+
+
+def _texture(name: str, rng: np.random.Generator) -> np.ndarray:
+    """One defect-free surface in [0, 1]; every call draws a new instance of the family."""
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    if name == "clouds":
+        t = 0.6 * _noise(rng, rng.uniform(6, 10)) + 0.4 * _noise(rng, rng.uniform(25, 40))
+        base, amp = rng.uniform(0.4, 0.6), 0.12
+    elif name == "grain":
+        t = _noise(rng, 0.8) + 0.3 * _noise(rng, 60)
+        base, amp = rng.uniform(0.45, 0.6), 0.09
+    elif name == "brushed":
+        t = _rotated(_noise(rng, (0.7, 30)), rng.uniform(0, 180)) + 0.3 * _noise(rng, 2)
+        base, amp = rng.uniform(0.4, 0.6), 0.1
+    elif name == "weave":
+        period = rng.uniform(9, 14)
+        phase = 0.8 * _noise(rng, 20)
+        t = np.sin(2 * np.pi * xx / period + phase) * np.sin(2 * np.pi * yy / period + phase)
+        t = t + 0.35 * _noise(rng, 1.2)
+        base, amp = rng.uniform(0.45, 0.55), 0.12
+    elif name == "radial":
+        cx, cy = SIZE / 2 + rng.uniform(-6, 6, size=2)
+        theta = np.arctan2(yy - cy, xx - cx)
+        r = np.hypot(xx - cx, yy - cy)
+        streaks = np.zeros_like(theta)
+        for k in rng.integers(20, 60, size=4):
+            streaks += np.sin(k * theta + rng.uniform(0, 2 * np.pi)) / 4
+        t = streaks + 0.4 * _noise(rng, 1.5) + 0.2 * np.sin(r / rng.uniform(8, 14))
+        spot = rng.uniform(25, 45)
+        t = t - rng.uniform(3.0, 4.5) * np.exp(-(r**2) / (2 * spot**2))
+        base, amp = rng.uniform(0.5, 0.6), 0.1
+    elif name == "cells":
+        seeds = (rng.random((SIZE, SIZE)) < 0.004).astype(np.float32)
+        t = ndimage.gaussian_filter(seeds, rng.uniform(3, 5), mode="wrap")
+        t = (t - t.mean()) / (t.std() + 1e-8) + 0.3 * _noise(rng, 1)
+        base, amp = rng.uniform(0.35, 0.5), 0.1
+    elif name == "rings":
+        cx, cy = rng.uniform(-400, 900, size=2)
+        r = np.hypot(xx - cx, yy - cy) + 25 * _noise(rng, 40)
+        t = np.sin(2 * np.pi * r / rng.uniform(12, 20)) + 0.3 * _noise(rng, 1.5)
+        base, amp = rng.uniform(0.4, 0.55), 0.1
+    else:
+        raise ValueError(f"unknown texture {name!r}; choose one of {', '.join(TEXTURES)}")
+    return base + amp * t
+
+
+def _random_ellipse(rng: np.random.Generator) -> Ellipse:
+    a = rng.uniform(20, 80)
+    b = rng.uniform(8, a)
+    margin = a + 4
+    cx, cy = rng.uniform(margin, SIZE - margin, size=2)
+    return Ellipse(float(cx), float(cy), float(a), float(b), float(rng.uniform(0, math.pi)))
+
+
+def _add_defect(
+    image: np.ndarray, texture: str, ellipse: Ellipse, rng: np.random.Generator
+) -> np.ndarray:
+    """Draw one defect inside `ellipse`, its strength relative to the texture's own contrast.
+
+    Faint defects are subtle but visible to a trained eye, as in DAGM; an invisible "defect"
+    would only be label noise.
+    """
+    kind = DEFECT_KINDS[rng.integers(len(DEFECT_KINDS))]
+    faint = rng.random() < 0.3
+    strength = image.std() * (rng.uniform(2.0, 3.0) if faint else rng.uniform(3.0, 5.0))
+    sign = rng.choice([-1.0, 1.0])
+    inside = ellipse.mask(SIZE, SIZE).astype(np.float32)
+    soft = ndimage.gaussian_filter(inside, 2) * inside  # soft edge, but never outside the label
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    dx, dy = xx - ellipse.cx, yy - ellipse.cy
+    c, s = math.cos(ellipse.angle), math.sin(ellipse.angle)
+    u, v = dx * c + dy * s, -dx * s + dy * c
+    if kind == "scratch":
+        width = rng.uniform(1.0, 2.5)
+        bend = rng.uniform(-0.004, 0.004) * u**2
+        line = np.exp(-((v - bend) ** 2) / (2 * width**2)) * (np.abs(u) < 0.9 * ellipse.a)
+        return image + sign * strength * line * inside
+    if kind == "blotch":
+        plateau = np.clip(1.5 * (1.0 - (u / ellipse.a) ** 2 - (v / ellipse.b) ** 2), 0.0, 1.0)
+        return image + sign * 0.7 * strength * plateau * soft
+    if kind == "gradient":
+        ramp = 0.3 + 0.7 * (u / ellipse.a + 1) / 2
+        return image + sign * 0.6 * strength * ramp * soft
+    other = TEXTURES[(TEXTURES.index(texture) + 1 + rng.integers(len(TEXTURES) - 1)) % len(TEXTURES)]
+    patch = _texture(other, rng)
+    patch = (patch - patch.mean()) / (patch.std() + 1e-8) * image.std() * rng.uniform(1.5, 2.5)
+    return image * (1 - soft) + (image.mean() + patch) * soft
+
+
+def render(texture: str, defective: bool, seed: int) -> tuple[np.ndarray, np.ndarray, Ellipse | None]:
+    """Return (image, the same surface without the defect, ellipse) as uint8 arrays.
+
+    The clean twin lets tests check that a defect really changes its ellipse and nothing else.
+    """
+    rng = np.random.default_rng(seed)
+    clean = _texture(texture, rng)
+    ellipse = _random_ellipse(rng) if defective else None
+    image = _add_defect(clean, texture, ellipse, rng) if defective else clean
+
+    def to_uint8(x: np.ndarray) -> np.ndarray:
+        return np.clip(np.round(x * 255), 0, 255).astype(np.uint8)
+
+    return to_uint8(image), to_uint8(clean), ellipse
+
+
+def _write_one(task) -> Ellipse | None:
+    path, texture, defective, seed = task
+    image, _, ellipse = render(texture, defective, seed)
+    Image.fromarray(image, mode="L").save(path, compress_level=1)
+    return ellipse
+
+
+@dataclass
+class GenerateConfig:
+    out: Path
+    seed: int = 0
+    per_texture_good: int = 120
+    per_texture_defective: int = 60
+    test_fraction: float = 0.25
+    textures: tuple[str, ...] = TEXTURES
+
+
+def generate(config: GenerateConfig) -> dict[str, dict[str, int]]:
+    """Write the dataset and return its counts per split and class."""
+    out = Path(config.out)
+    jobs = []
+    for t_index, texture in enumerate(config.textures):
+        if texture not in TEXTURES:
+            raise ValueError(f"unknown texture {texture!r}; choose from {', '.join(TEXTURES)}")
+        for defective, count in ((True, config.per_texture_defective), (False, config.per_texture_good)):
+            n_test = int(round(count * config.test_fraction))
+            for i in range(count):
+                split = "test" if i < n_test else "train"
+                seed = np.random.SeedSequence([config.seed, t_index, int(defective), i])
+                jobs.append((split, texture, defective, int(seed.generate_state(1)[0])))
+    rows: dict[str, list[dict]] = {"train": [], "test": []}
+    counts = {split: {name: 0 for name in CLASS_NAMES} for split in rows}
+    tasks = []
+    for split, texture, defective, seed in jobs:
+        label = CLASS_NAMES[0] if defective else CLASS_NAMES[1]
+        counts[split][label] += 1
+        file_name = f"{label}/{texture}_{counts[split][label]:05d}.png"
+        (out / split / label).mkdir(parents=True, exist_ok=True)
+        tasks.append((out / split / file_name, texture, defective, seed))
+    with ProcessPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        ellipses = list(tqdm(pool.map(_write_one, tasks, chunksize=8), total=len(tasks), desc="generating", unit="img"))
+    for (split, texture, defective, _), (path, *_), ellipse in zip(jobs, tasks, ellipses):
+        label = CLASS_NAMES[0] if defective else CLASS_NAMES[1]
+        row = {"file_name": path.relative_to(out / split).as_posix(), "label": label, "texture": texture}
+        if ellipse is not None:
+            row.update(
+                cx=round(ellipse.cx, 2), cy=round(ellipse.cy, 2), a=round(ellipse.a, 2),
+                b=round(ellipse.b, 2), angle=round(ellipse.angle, 5),
+            )
+        rows[split].append(row)
+    for split, split_rows in rows.items():
+        if not split_rows:
+            continue
+        with open(out / split / "metadata.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=METADATA_COLUMNS)
+            writer.writeheader()
+            writer.writerows(split_rows)
+    return counts
+
+
+EXAMPLE_TEXTURES = ("clouds", "radial", "brushed", "cells")
+
+
+def write_examples(folder: Path, textures: tuple[str, ...] = EXAMPLE_TEXTURES) -> list[Path]:
+    """One clearly defective and one defect-free image per texture, for the Space's examples.
+
+    Seeds are searched in a fixed order for a defect that is plain to see, so the files are
+    the same on every run.
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for t_index, texture in enumerate(textures):
+        for seed in range(10_000 + 100 * t_index, 10_100 + 100 * t_index):
+            image, clean, ellipse = render(texture, True, seed)
+            if (np.abs(image.astype(int) - clean.astype(int)) >= 40).sum() >= 1500:
+                break
+        good, _, _ = render(texture, False, 20_000 + t_index)
+        for label, array in (("defects", image), ("no_defects", good)):
+            path = folder / f"{label}_{texture}.png"
+            Image.fromarray(array, mode="L").save(path, optimize=True)
+            written.append(path)
+    return written

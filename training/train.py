@@ -1,0 +1,238 @@
+"""Train the compact defect classifier: data -> crops -> model -> threshold -> test -> artifacts.
+
+The network is fully convolutional, so it trains on crops of full-resolution images (7x cheaper
+than whole images, and a crop centred on a labelled ellipse is a strong positive) and is validated
+and tested on whole images. Crops of defect-free images are drawn half at random and half at the
+place the current model finds most defect-like (hard negatives, re-mined every few epochs); a
+defective image without an ellipse label is cropped where the model sees its defect, so images
+with only a class label still train the decision (multiple-instance style).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import train_test_split
+
+from training.config import TrainConfig
+from training.data import DataError, Sample, decode_gray, load_splits
+from training.evaluate import choose_threshold, evaluate_model
+from training.export import export_model
+from training.model import OUTPUT_LAYER, CompactModels, build_compact
+
+STRIDE = 8
+
+
+def split_holdout(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Split stratified by class and texture, so every surface is seen in both parts."""
+    strata = [f"{s.defective}:{s.texture}" for s in samples]
+    counts = {k: strata.count(k) for k in set(strata)}
+    if min(counts.values()) < 2:
+        strata = [str(s.defective) for s in samples]
+    keep, hold = train_test_split(samples, test_size=fraction, random_state=seed, stratify=strata)
+    return keep, hold
+
+
+def require_enough(samples: list[Sample], where: str, minimum: int = 10) -> None:
+    for defective, name in ((True, "defects"), (False, "no_defects")):
+        n = sum(s.defective == defective for s in samples)
+        if n < minimum:
+            raise DataError(f"{where} has {n} {name} image(s); at least {minimum} of each class are needed")
+
+
+def defect_masks(samples: list[Sample], scales: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Stride-8 target maps from the ellipses, and whether each image has a usable map."""
+    grid = size // STRIDE
+    masks = np.zeros((len(samples), grid, grid), np.float32)
+    known = np.ones(len(samples), np.float32)
+    for i, (sample, scale) in enumerate(zip(samples, scales)):
+        if sample.defective:
+            if sample.ellipse is None:
+                known[i] = 0.0
+            else:
+                masks[i] = sample.ellipse.mask(grid, grid, scale=STRIDE / scale)
+    return masks, known
+
+
+class CropSampler(keras.utils.PyDataset):
+    """Batches of augmented crops with their stride-8 masks and loss weights.
+
+    Each batch is drawn from its own seeded generator, so a run is repeatable for a seed.
+    """
+
+    def __init__(self, images, masks, known, labels, ellipse_centres, config: TrainConfig):
+        super().__init__()
+        self.images, self.masks, self.known, self.labels = images, masks, known, labels
+        self.ellipse_centres = ellipse_centres
+        self.peaks = np.full((len(images), 2), -1, np.int64)
+        self.config = config
+        self.epoch = 0
+        n_def = labels.sum()
+        self.class_weight = {1: len(labels) / (2 * n_def), 0: len(labels) / (2 * (len(labels) - n_def))}
+
+    def __len__(self):
+        return math.ceil(len(self.images) / self.config.batch_size)
+
+    def on_epoch_end(self):
+        self.epoch += 1
+
+    def _centre(self, i: int, rng: np.random.Generator) -> tuple[int, int]:
+        size, crop = self.images.shape[1], self.config.crop_size
+        if self.labels[i] and self.known[i]:
+            cy, cx = self.ellipse_centres[i]
+            jitter = rng.uniform(-crop / 4, crop / 4, size=2)
+            return int(cy + jitter[0]), int(cx + jitter[1])
+        use_peak = self.peaks[i, 0] >= 0 and (self.labels[i] or rng.random() < self.config.hard_negative_fraction)
+        if use_peak:
+            return int(self.peaks[i, 0]), int(self.peaks[i, 1])
+        return tuple(int(v) for v in rng.integers(0, size, size=2))
+
+    def __getitem__(self, index):
+        c = self.config
+        rng = np.random.default_rng([c.seed, self.epoch, index])
+        order = np.random.default_rng([c.seed, self.epoch]).permutation(len(self.images))
+        chosen = order[index * c.batch_size : (index + 1) * c.batch_size]
+        size, crop, g = self.images.shape[1], c.crop_size, c.crop_size // STRIDE
+        x = np.empty((len(chosen), crop, crop, 1), np.float32)
+        seg = np.empty((len(chosen), g, g, 1), np.float32)
+        seg_w = np.empty((len(chosen), g, g), np.float32)
+        y = self.labels[chosen].astype(np.float32)[:, None]
+        for j, i in enumerate(chosen):
+            cy, cx = self._centre(i, rng)
+            y0 = int(np.clip(cy - crop // 2, 0, size - crop)) // STRIDE * STRIDE
+            x0 = int(np.clip(cx - crop // 2, 0, size - crop)) // STRIDE * STRIDE
+            image = self.images[i, y0 : y0 + crop, x0 : x0 + crop]
+            mask = self.masks[i, y0 // STRIDE : y0 // STRIDE + g, x0 // STRIDE : x0 // STRIDE + g]
+            k, flip = int(rng.integers(4)), bool(rng.integers(2))
+            image, mask = np.rot90(image, k), np.rot90(mask, k)
+            if flip:
+                image, mask = image[:, ::-1], mask[:, ::-1]
+            x[j, ..., 0], seg[j, ..., 0] = image, mask
+            # Defect pixels are few: weight them up so the map does not learn "never".
+            seg_w[j] = self.known[i] * (1.0 + 3.0 * mask)
+        p_w = np.array([self.class_weight[int(v)] for v in y[:, 0]], np.float32)
+        return x, {"seg": seg, "p_defects": y}, {"seg": seg_w, "p_defects": p_w}
+
+
+class HardNegativeMiner(keras.callbacks.Callback):
+    """Every few epochs, find where the model sees the most defect-like spot of each image."""
+
+    def __init__(self, sampler: CropSampler, trainer: keras.Model, every: int):
+        super().__init__()
+        self.sampler, self.trainer, self.every = sampler, trainer, every
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every:
+            return
+        start = 0
+        for batch in full_image_batches(self.sampler.images):
+            seg = np.asarray(self.trainer(batch, training=False)["seg"])[..., 0]
+            flat = seg.reshape(len(seg), -1).argmax(axis=1)
+            cells = np.stack(np.unravel_index(flat, seg.shape[1:]), axis=1)
+            self.sampler.peaks[start : start + len(batch)] = cells * STRIDE + STRIDE // 2
+            start += len(batch)
+
+
+class WholeImageValidation(keras.callbacks.Callback):
+    """Score each whole validation image by the peak of its defect map; log `val_auc`.
+
+    The peak is what the decision rests on, and unlike the crop-trained decision layer it means
+    the same on a crop and on a whole image, so it is the right thing to select epochs by.
+    """
+
+    def __init__(self, trainer: keras.Model, images: np.ndarray, labels: np.ndarray):
+        super().__init__()
+        self.trainer, self.images, self.labels = trainer, images, labels
+
+    def on_epoch_end(self, epoch, logs=None):
+        peaks = np.concatenate(
+            [np.asarray(self.trainer(b, training=False)["seg"]).max(axis=(1, 2, 3)) for b in full_image_batches(self.images)]
+        )
+        auc = float(roc_auc_score(self.labels, peaks))
+        if logs is not None:
+            logs["val_auc"] = auc
+        print(f"epoch {epoch + 1}: validation AUC of the defect-map peak {auc:.4f}", flush=True)
+
+
+def full_image_batches(images: np.ndarray, batch_size: int = 16):
+    for start in range(0, len(images), batch_size):
+        yield images[start : start + batch_size, ..., None].astype(np.float32)
+
+
+def fit_decision_head(models: CompactModels, images: np.ndarray, labels: np.ndarray, seed: int) -> None:
+    """Refit the decision layer on whole-image features with a regularized logistic regression.
+
+    Crops taught the features; the decision must be calibrated on what it will see: whole images.
+    """
+    features = np.concatenate([np.asarray(models.pooled(b, training=False)) for b in full_image_batches(images)])
+    mean, std = features.mean(0), features.std(0) + 1e-6
+    head = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000, random_state=seed)
+    head.fit((features - mean) / std, labels)
+    kernel = (head.coef_[0] / std)[:, None]
+    bias = head.intercept_ - (head.coef_[0] * mean / std).sum()
+    models.classifier.get_layer(OUTPUT_LAYER).set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
+
+
+def _as_arrays(samples, config, desc):
+    images, scales = decode_gray(samples, config.image_size, desc=desc)
+    masks, known = defect_masks(samples, scales, config.image_size)
+    labels = np.array([s.defective for s in samples], np.int64)
+    return images, scales, masks, known, labels
+
+
+def train(config: TrainConfig) -> dict:
+    """Run the whole pipeline and return the test metrics; writes OUT/model and OUT/metrics.json."""
+    config.validate()
+    started = time.time()
+    out = Path(config.out)
+    splits = load_splits(config.data)
+    train_samples = splits["train"]
+    test_samples = splits.get("test")
+    if not test_samples:
+        train_samples, test_samples = split_holdout(train_samples, config.test_fraction, config.seed)
+    fit_samples, val_samples = split_holdout(train_samples, config.val_fraction, config.seed)
+    require_enough(fit_samples, "the training split")
+    print(f"data: {len(fit_samples)} train, {len(val_samples)} validation, {len(test_samples)} test images")
+
+    tf.config.experimental.enable_op_determinism()
+    keras.utils.set_random_seed(config.seed)
+    images, scales, masks, known, labels = _as_arrays(fit_samples, config, "decoding train")
+    centres = np.zeros((len(fit_samples), 2), np.float32)
+    for i, (s, scale) in enumerate(zip(fit_samples, scales)):
+        if s.ellipse is not None:
+            centres[i] = (s.ellipse.cy * scale, s.ellipse.cx * scale)
+    v_images, _, _, _, v_labels = _as_arrays(val_samples, config, "decoding validation")
+
+    models = build_compact(config)
+    trainer = models.trainer
+    sampler = CropSampler(images, masks, known, labels, centres, config)
+    trainer.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss={"seg": keras.losses.BinaryCrossentropy(from_logits=True), "p_defects": keras.losses.BinaryCrossentropy()},
+        loss_weights={"seg": config.seg_loss_weight, "p_defects": 1.0},
+    )
+    callbacks = [
+        HardNegativeMiner(sampler, trainer, config.mine_every),
+        WholeImageValidation(trainer, v_images, v_labels),
+        keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.patience, restore_best_weights=True),
+        keras.callbacks.TensorBoard(log_dir=str(out / "logs")),
+    ]
+    history = trainer.fit(sampler, epochs=config.epochs, callbacks=callbacks, verbose=2)
+    train_seconds = time.time() - started
+
+    fit_decision_head(models, images, labels, config.seed)
+    val_p = np.concatenate([np.asarray(trainer(b, training=False)["p_defects"]).reshape(-1) for b in full_image_batches(v_images)])
+    threshold = choose_threshold(v_labels, val_p, config.target_recall)
+    model_dir = export_model(models.classifier, config, threshold, out / "model", history=history.history)
+    metrics = evaluate_model(model_dir, test_samples)
+    metrics.update(train_seconds=round(train_seconds, 1), epochs_run=len(history.history["loss"]))
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    return metrics
