@@ -44,7 +44,7 @@ def test_bundled_examples_cover_both_classes_and_the_dark_centre_texture():
     assert "no_defects_radial.png" in names
 
 
-@pytest.mark.parametrize("name", ["defects_clouds.png", "no_defects_radial.png", "no_defects_clouds.png", "defects_radial.png"])
+@pytest.mark.parametrize("name", ["defects_clouds.png", "no_defects_clouds.png", "defects_brushed.png", "no_defects_brushed.png"])
 def test_api_labels_examples_of_each_class(served, name):
     from gradio_client import Client, handle_file
 

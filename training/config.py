@@ -18,6 +18,7 @@ class TrainConfig:
     backbone: str = "compact"
     image_size: int = 512
     widths: tuple[int, ...] = (16, 32, 32, 64, 64, 64, 64)
+    norm: str = "instance"  # or "batch"
     # training
     crop_size: int = 192
     batch_size: int = 16
@@ -26,6 +27,7 @@ class TrainConfig:
     learning_rate: float = 2e-3
     seg_loss_weight: float = 1.0
     hard_negative_fraction: float = 0.5
+    synthetic_fraction: float = 0.3  # defect-free crops that get a generic synthetic anomaly
     mine_every: int = 2
     # decision
     target_recall: float = 0.99

@@ -3,9 +3,10 @@
 Why this shape: DAGM-style defects are small and faint on large textures, and a plain CNN on a
 downscaled image stays at the majority guess (the tutorial's from-scratch models did). Following
 Racki et al. 2018 and Bozic et al. 2021, the network works near full resolution, learns a coarse
-defect map from the weak ellipse labels (`seg_logits`, stride 8), and decides from the map's peak
-plus the peak of its features. The decision layer is fitted last on whole images (see train.py),
-since the peak over a whole image is higher than over a training crop. Everything is fully convolutional until global max pooling, so it
+defect map from the weak ellipse labels (`seg_logits`, stride 8), and decides from the peak and the
+mean of the map and of its features (the peak against the image's own typical level). The decision
+layer is fitted last on whole images (see train.py): a peak over a whole image is higher than over a
+training crop, and means depend on the area. Everything is fully convolutional until global max pooling, so it
 trains on crops and classifies whole images with the same weights, and the max makes the decision
 independent of image size. Dilated convolutions give ~160 px of context, which is what lets it
 learn that a dark spot at the centre of a radial texture is normal.
@@ -40,6 +41,14 @@ class CompactModels:
     pooled: keras.Model  # gray image -> the decision head's input features
 
 
+def norm_layer(kind: str, name: str) -> layers.Layer:
+    """`instance`: each feature relative to the image's own statistics, the same in training and
+    inference; `batch`: ordinary batch normalization."""
+    if kind == "instance":
+        return layers.GroupNormalization(groups=-1, epsilon=1e-3, name=name)
+    return layers.BatchNormalization(momentum=0.95, name=name)
+
+
 def build_compact(config: TrainConfig) -> CompactModels:
     keras.utils.set_random_seed(config.seed)
     w = config.widths
@@ -52,12 +61,16 @@ def build_compact(config: TrainConfig) -> CompactModels:
     for i, (filters, kernel, stride, dilation) in enumerate(plan):
         body += [
             layers.Conv2D(filters, kernel, strides=stride, dilation_rate=dilation, padding="same", use_bias=False, name=f"conv{i}"),
-            layers.BatchNormalization(momentum=0.9, name=f"bn{i}"),
+            norm_layer(config.norm, f"norm{i}"),
             layers.ReLU(name=f"relu{i}"),
         ]
     seg_head = layers.Conv2D(1, 1, name=HEATMAP_LAYER, bias_initializer=keras.initializers.Constant(-3.0))
-    seg_peak = layers.GlobalMaxPooling2D(name="seg_peak")
-    feature_peak = layers.GlobalMaxPooling2D(name="feature_peak")
+    pools = [
+        layers.GlobalMaxPooling2D(name="seg_peak"),
+        layers.GlobalAveragePooling2D(name="seg_mean"),
+        layers.GlobalMaxPooling2D(name="feature_peak"),
+        layers.GlobalAveragePooling2D(name="feature_mean"),
+    ]
     join = layers.Concatenate(name="decision_features")
     decide = layers.Dense(1, activation="sigmoid", name=OUTPUT_LAYER)
 
@@ -65,7 +78,7 @@ def build_compact(config: TrainConfig) -> CompactModels:
         for layer in body:
             x = layer(x)
         seg = seg_head(x)
-        pooled = join([seg_peak(seg), feature_peak(x)])
+        pooled = join([pools[0](seg), pools[1](seg), pools[2](x), pools[3](x)])
         return seg, pooled, decide(pooled)
 
     gray = keras.Input((None, None, 1), name="gray")

@@ -26,6 +26,7 @@ from training.config import TrainConfig
 from training.data import DataError, Sample, decode_gray, load_splits
 from training.evaluate import choose_threshold, evaluate_model
 from training.export import export_model
+from training.augment import paste_anomaly
 from training.model import OUTPUT_LAYER, CompactModels, build_compact
 
 STRIDE = 8
@@ -75,8 +76,9 @@ class CropSampler(keras.utils.PyDataset):
         self.peaks = np.full((len(images), 2), -1, np.int64)
         self.config = config
         self.epoch = 0
-        n_def = labels.sum()
-        self.class_weight = {1: len(labels) / (2 * n_def), 0: len(labels) / (2 * (len(labels) - n_def))}
+        self.good = np.flatnonzero(labels == 0)
+        pos = labels.mean() + (1 - labels.mean()) * config.synthetic_fraction
+        self.class_weight = {1: 0.5 / pos, 0: 0.5 / (1 - pos)}
 
     def __len__(self):
         return math.ceil(len(self.images) / self.config.batch_size)
@@ -115,9 +117,16 @@ class CropSampler(keras.utils.PyDataset):
             image, mask = np.rot90(image, k), np.rot90(mask, k)
             if flip:
                 image, mask = image[:, ::-1], mask[:, ::-1]
+            known = self.known[i]
+            if not self.labels[i] and rng.random() < c.synthetic_fraction:
+                d = self.good[rng.integers(len(self.good))]
+                dy, dx = rng.integers(0, size - crop + 1, size=2)
+                image, fine = paste_anomaly(image, np.rot90(self.images[d, dy : dy + crop, dx : dx + crop], int(rng.integers(4))), rng)
+                mask = fine.reshape(g, STRIDE, g, STRIDE).mean(axis=(1, 3))
+                y[j, 0], known = 1.0, 1.0
             x[j, ..., 0], seg[j, ..., 0] = image, mask
             # Defect pixels are few: weight them up so the map does not learn "never".
-            seg_w[j] = self.known[i] * (1.0 + 3.0 * mask)
+            seg_w[j] = known * (1.0 + 3.0 * mask)
         p_w = np.array([self.class_weight[int(v)] for v in y[:, 0]], np.float32)
         return x, {"seg": seg, "p_defects": y}, {"seg": seg_w, "p_defects": p_w}
 
@@ -215,7 +224,9 @@ def train(config: TrainConfig) -> dict:
     trainer = models.trainer
     sampler = CropSampler(images, masks, known, labels, centres, config)
     trainer.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
+        optimizer=keras.optimizers.Adam(
+            keras.optimizers.schedules.CosineDecay(config.learning_rate, config.epochs * len(sampler), alpha=0.05)
+        ),
         loss={"seg": keras.losses.BinaryCrossentropy(from_logits=True), "p_defects": keras.losses.BinaryCrossentropy()},
         loss_weights={"seg": config.seg_loss_weight, "p_defects": 1.0},
     )
