@@ -8,7 +8,7 @@ RUN := runs/demo
 export GRADIO_ANALYTICS_ENABLED := False
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install data train demo test clean
+.PHONY: install browser data train demo test clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ $(VENV)/.installed: requirements.txt
 	touch $@
 
 install: $(VENV)/.installed
+
+# Browser tests drive Debian's chromium (Playwright's own browser download cannot work offline).
+browser:
+	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 
 $(DATA)/train/metadata.csv: $(VENV)/.installed training/synthetic.py
 	rm -rf $(DATA)
@@ -33,7 +37,7 @@ demo: train
 	@echo "Serving the Space at http://127.0.0.1:$${GRADIO_SERVER_PORT:-7860} (Ctrl+C stops it)"
 	MODEL_ID=$(RUN)/model $(PY) space/app.py
 
-test: install
+test: install browser
 	$(PY) -m pytest tests
 
 clean:

@@ -7,6 +7,7 @@ import os
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import socket  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
@@ -34,3 +35,24 @@ def trained(tiny_data, tmp_path_factory) -> tuple[Path, dict]:
     config = TrainConfig(data=str(tiny_data), out=str(out), epochs=12, patience=12, target_recall=0.9, seed=3)
     metrics = train(config)
     return out, metrics
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def served(trained):
+    from space import app
+
+    out, _ = trained
+    classifier = app.DefectClassifier(out / "model")
+    classifier.warm_up()
+    demo = app.build_demo(classifier)
+    demo.queue(default_concurrency_limit=2)
+    port = _free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    yield f"http://127.0.0.1:{port}/", classifier
+    demo.close()

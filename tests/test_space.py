@@ -2,33 +2,11 @@
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "space" / "examples"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def served(trained):
-    from space import app
-
-    out, _ = trained
-    classifier = app.DefectClassifier(out / "model")
-    classifier.warm_up()
-    demo = app.build_demo(classifier)
-    demo.queue(default_concurrency_limit=2)
-    port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    yield f"http://127.0.0.1:{port}/", classifier
-    demo.close()
 
 
 def test_space_never_imports_training():
@@ -66,3 +44,30 @@ def test_api_rejects_a_non_image_with_a_clear_message(served, tmp_path):
     bad.write_text("this is not an image")
     with pytest.raises(Exception, match="not a readable image|corrupt|cannot identify"):
         Client(url, verbose=False).predict(handle_file(str(bad)), api_name="/predict")
+
+
+def test_batch_endpoint_classifies_files_and_zips_and_reports_bad_ones(served, tmp_path):
+    import csv
+    import zipfile
+
+    from gradio_client import Client, handle_file
+
+    url, classifier = served
+    names = ["defects_clouds.png", "no_defects_clouds.png"]
+    archive = tmp_path / "more.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.write(EXAMPLES / "defects_brushed.png", "inner/defects_brushed.png")
+        z.writestr("inner/broken.png", b"not an image")
+        z.writestr("inner/readme.txt", b"ignored: not an image name")
+    files = [handle_file(str(EXAMPLES / n)) for n in names] + [handle_file(str(archive))]
+    table, csv_path = Client(url, verbose=False).predict(files, api_name="/predict_batch")
+    rows = list(csv.DictReader(open(csv_path)))
+    assert [r["file"] for r in rows] == names + ["more.zip/inner/defects_brushed.png", "more.zip/inner/broken.png"]
+    assert rows[-1]["error"] and not rows[-1]["p_defects"]
+    from space.inference import read_image
+
+    for row, path in zip(rows, [EXAMPLES / n for n in names] + [EXAMPLES / "defects_brushed.png"]):
+        expected = classifier.predict([read_image(path)])[0]
+        assert float(row["p_defects"]) == pytest.approx(expected.p_defects, abs=1e-5)
+        assert row["label"] == expected.label
+    assert len(table["data"]) == 4

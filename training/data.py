@@ -50,6 +50,11 @@ class Ellipse:
     b: float
     angle: float
 
+    def contains(self, x: float, y: float) -> bool:
+        c, s = math.cos(self.angle), math.sin(self.angle)
+        u, v = (x - self.cx) * c + (y - self.cy) * s, -(x - self.cx) * s + (y - self.cy) * c
+        return (u / max(self.a, 1e-3)) ** 2 + (v / max(self.b, 1e-3)) ** 2 <= 1.0
+
     def mask(self, height: int, width: int, scale: float = 1.0) -> np.ndarray:
         """Boolean mask on a (height, width) grid whose cells are `scale` source pixels wide."""
         yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)

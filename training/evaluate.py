@@ -9,7 +9,7 @@ import numpy as np
 from sklearn import metrics as skm
 from tqdm import tqdm
 
-from space.inference import DefectClassifier, read_image
+from space.inference import DefectClassifier, Prediction, read_image
 from training.data import CLASS_NAMES, Sample
 
 
@@ -58,16 +58,27 @@ def compute_metrics(labels, p_defects, threshold: float, textures=None) -> dict:
     return result
 
 
-def predict_samples(classifier: DefectClassifier, samples: list[Sample], batch_size: int = 16) -> np.ndarray:
-    probs = []
+def predict_samples(classifier: DefectClassifier, samples: list[Sample], batch_size: int = 16) -> list[Prediction]:
+    results = []
     for start in tqdm(range(0, len(samples), batch_size), desc="evaluating", unit="batch", leave=False):
-        batch = [read_image(s.image) for s in samples[start : start + batch_size]]
-        probs += [r.p_defects for r in classifier.predict(batch)]
-    return np.array(probs)
+        results += classifier.predict([read_image(s.image) for s in samples[start : start + batch_size]])
+    return results
+
+
+def box_hit_rate(samples: list[Sample], results: list[Prediction]) -> tuple[float | None, int]:
+    """Share of detected, ellipse-labelled defects whose box centre lies inside the ellipse."""
+    hits = [
+        s.ellipse.contains((r.box[0] + r.box[2]) / 2, (r.box[1] + r.box[3]) / 2)
+        for s, r in zip(samples, results)
+        if s.defective and s.ellipse is not None and r.box is not None
+    ]
+    return (float(np.mean(hits)) if hits else None), len(hits)
 
 
 def evaluate_model(model_dir, samples: list[Sample]) -> dict:
     classifier = DefectClassifier(model_dir)
-    p = predict_samples(classifier, samples)
+    results = predict_samples(classifier, samples)
     labels = np.array([s.defective for s in samples])
-    return compute_metrics(labels, p, classifier.threshold, [s.texture for s in samples])
+    metrics = compute_metrics(labels, [r.p_defects for r in results], classifier.threshold, [s.texture for s in samples])
+    metrics["box_hit_rate"], metrics["box_hit_n"] = box_hit_rate(samples, results)
+    return metrics

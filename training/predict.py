@@ -11,10 +11,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from space.inference import DefectClassifier, ImageError, read_image
+from space.inference import ROW_COLUMNS, DefectClassifier, predict_rows
 from training.data import IMAGE_SUFFIXES
-
-COLUMNS = ("file", "p_defects", "label", "box_x0", "box_y0", "box_x1", "box_y1", "error")
 
 
 def find_images(inputs: list[str]) -> list[Path]:
@@ -35,18 +33,12 @@ def predict_to_csv(model: str, inputs: list[str], out: str, batch_size: int = 16
     files = find_images(inputs)
     counts = {"images": len(files), "errors": 0}
     with open(out, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer = csv.DictWriter(f, fieldnames=ROW_COLUMNS)
         writer.writeheader()
-        for start in tqdm(range(0, len(files), batch_size), desc="predicting", unit="batch"):
-            batch, good = files[start : start + batch_size], []
-            for file in batch:
-                try:
-                    good.append((file, read_image(file)))
-                except ImageError as err:
-                    counts["errors"] += 1
-                    print(f"error: {err}", file=sys.stderr)
-                    writer.writerow({"file": str(file), "error": str(err)})
-            for (file, _), result in zip(good, classifier.predict([img for _, img in good])):
-                box = dict(zip(COLUMNS[3:7], result.box)) if result.box else {}
-                writer.writerow({"file": str(file), "p_defects": f"{result.p_defects:.6f}", "label": result.label, **box})
+        rows = predict_rows(classifier, ((str(p), p) for p in files), batch_size)
+        for row in tqdm(rows, total=len(files), desc="predicting", unit="img"):
+            if row["error"]:
+                counts["errors"] += 1
+                print(f"error: {row['error']}", file=sys.stderr)
+            writer.writerow(row)
     return counts

@@ -141,13 +141,15 @@ class HardNegativeMiner(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every:
             return
-        start = 0
-        for batch in full_image_batches(self.sampler.images):
-            seg = np.asarray(self.trainer(batch, training=False)["seg"])[..., 0]
+        sampler = self.sampler
+        # Only crops taken at a peak need one: defect-free images and defects without an ellipse.
+        todo = np.flatnonzero((sampler.labels == 0) | (sampler.known == 0))
+        for start in range(0, len(todo), 16):
+            chosen = todo[start : start + 16]
+            seg = self.trainer.predict_on_batch(sampler.images[chosen, ..., None].astype(np.float32))["seg"][..., 0]
             flat = seg.reshape(len(seg), -1).argmax(axis=1)
             cells = np.stack(np.unravel_index(flat, seg.shape[1:]), axis=1)
-            self.sampler.peaks[start : start + len(batch)] = cells * STRIDE + STRIDE // 2
-            start += len(batch)
+            sampler.peaks[chosen] = cells * STRIDE + STRIDE // 2
 
 
 class WholeImageValidation(keras.callbacks.Callback):
@@ -163,7 +165,7 @@ class WholeImageValidation(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         peaks = np.concatenate(
-            [np.asarray(self.trainer(b, training=False)["seg"]).max(axis=(1, 2, 3)) for b in full_image_batches(self.images)]
+            [self.trainer.predict_on_batch(b)["seg"].max(axis=(1, 2, 3)) for b in full_image_batches(self.images)]
         )
         auc = float(roc_auc_score(self.labels, peaks))
         if logs is not None:
@@ -181,7 +183,7 @@ def fit_decision_head(models: CompactModels, images: np.ndarray, labels: np.ndar
 
     Crops taught the features; the decision must be calibrated on what it will see: whole images.
     """
-    features = np.concatenate([np.asarray(models.pooled(b, training=False)) for b in full_image_batches(images)])
+    features = np.concatenate([models.pooled.predict_on_batch(b) for b in full_image_batches(images)])
     mean, std = features.mean(0), features.std(0) + 1e-6
     head = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000, random_state=seed)
     head.fit((features - mean) / std, labels)
@@ -240,7 +242,7 @@ def train(config: TrainConfig) -> dict:
     train_seconds = time.time() - started
 
     fit_decision_head(models, images, labels, config.seed)
-    val_p = np.concatenate([np.asarray(trainer(b, training=False)["p_defects"]).reshape(-1) for b in full_image_batches(v_images)])
+    val_p = np.concatenate([trainer.predict_on_batch(b)["p_defects"].reshape(-1) for b in full_image_batches(v_images)])
     threshold = choose_threshold(v_labels, val_p, config.target_recall)
     model_dir = export_model(models.classifier, config, threshold, out / "model", history=history.history)
     metrics = evaluate_model(model_dir, test_samples)

@@ -1,0 +1,173 @@
+"""Gradio Space: is this surface defective, and where?
+
+Loads the model named by MODEL_ID (a Hub repo id, optionally `id@revision`, or a local model
+folder) with everything that travels with it: class names, image size, decision threshold.
+Run locally with `MODEL_ID=runs/demo/model python space/app.py`.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import sys
+import tempfile
+import zipfile
+from pathlib import Path
+
+import gradio as gr
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+# On a Space, and with `python space/app.py`, this folder is on the path already; tests import
+# the app as `space.app`, so make `inference` importable the same way in every case.
+sys.path.insert(0, str(HERE))
+
+from inference import ROW_COLUMNS, DefectClassifier, ImageError, Prediction, predict_rows, read_image  # noqa: E402
+
+EXAMPLES_DIR = HERE / "examples"
+OVERLAY_COLOR = np.array([255, 40, 0], np.float32)
+BOX_COLOR = np.array([255, 230, 0], np.uint8)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
+MAX_BATCH = 500
+MAX_ZIP_MEMBER_BYTES = 64 * 1024 * 1024
+
+from gradio.events import Dependency
+
+class UploadedImage(gr.Image):
+    """`gr.Image` whose unreadable uploads (not an image, corrupt, a decompression bomb) become a
+    `gr.Error` naming the problem, instead of a generic failure inside Gradio's preprocessing."""
+
+    def get_block_name(self) -> str:
+        return "image"
+
+    def preprocess(self, payload):
+        try:
+            return super().preprocess(payload)
+        except Exception as err:
+            path = getattr(payload, "path", None)
+            try:
+                read_image(path)
+            except ImageError as reason:
+                raise gr.Error(str(reason).replace(str(path), getattr(payload, "orig_name", None) or "the upload")) from None
+            raise gr.Error(f"The upload cannot be read as an image ({type(err).__name__}): try a PNG or JPEG file") from None
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def expand_uploads(paths: list[str]) -> list[tuple[str, object]]:
+    """(name, source) per image: uploaded files as they are, zip archives opened member by member.
+
+    Limits keep one request from exhausting the Space: at most MAX_BATCH images, and no zip
+    member that would inflate beyond MAX_ZIP_MEMBER_BYTES.
+    """
+    items: list[tuple[str, object]] = []
+    for path in paths:
+        name = Path(path).name
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                for info in archive.infolist():
+                    if info.is_dir() or not info.filename.lower().endswith(IMAGE_SUFFIXES):
+                        continue
+                    if info.file_size > MAX_ZIP_MEMBER_BYTES:
+                        raise gr.Error(f"{name}: {info.filename} inflates to {info.file_size} bytes; the limit is {MAX_ZIP_MEMBER_BYTES}")
+                    items.append((f"{name}/{info.filename}", archive.read(info)))
+                    if len(items) > MAX_BATCH:
+                        break
+        else:
+            items.append((name, path))
+        if len(items) > MAX_BATCH:
+            raise gr.Error(f"More than {MAX_BATCH} images in one batch: split them into smaller batches")
+    return items
+
+
+def overlay(image: np.ndarray, result: Prediction) -> np.ndarray:
+    """The image with the defect heat map blended in red and the defect box outlined."""
+    alpha = (0.6 * result.heatmap)[..., None]
+    out = (image.astype(np.float32) * (1 - alpha) + OVERLAY_COLOR * alpha).astype(np.uint8)
+    if result.box:
+        x0, y0, x1, y1 = result.box
+        t = max(2, round(max(image.shape[:2]) / 200))
+        out[y0 : y0 + t, x0:x1] = out[max(y0, y1 - t) : y1, x0:x1] = BOX_COLOR
+        out[y0:y1, x0 : x0 + t] = out[y0:y1, max(x0, x1 - t) : x1] = BOX_COLOR
+    return out
+
+
+def build_demo(classifier: DefectClassifier) -> gr.Blocks:
+    names = classifier.class_names
+
+    def classify(image_path: str | None):
+        if not image_path:
+            raise gr.Error("No image: upload, paste or pick an example first.")
+        try:
+            image = read_image(image_path)
+        except ImageError as err:
+            raise gr.Error(str(err)) from None
+        result = classifier.predict([image])[0]
+        verdict = (
+            f"**{result.label}**: P({names[0]}) = {result.p_defects:.3f} "
+            f"(threshold {classifier.threshold:.3f})"
+        )
+        if result.box:
+            verdict += f"; box x0,y0,x1,y1 = {', '.join(map(str, result.box))}"
+        return result.probabilities(names), overlay(image, result), verdict
+
+    def classify_batch(paths: list[str] | None, progress=gr.Progress()):
+        if not paths:
+            raise gr.Error("No files: upload images or a zip of images first.")
+        items = expand_uploads(paths)
+        if not items:
+            raise gr.Error("No images found in the upload (PNG, JPEG, BMP, TIFF, GIF, WebP, or a zip of them).")
+        rows = list(progress.tqdm(predict_rows(classifier, items), total=len(items), desc="Classifying"))
+        handle, csv_path = tempfile.mkstemp(prefix="defects_", suffix=".csv")
+        with os.fdopen(handle, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=ROW_COLUMNS)
+            writer.writeheader()
+            writer.writerows(rows)
+        return [[row[c] for c in ROW_COLUMNS] for row in rows], csv_path
+
+    examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.png"))
+    with gr.Blocks(title="Surface defect classifier") as demo:
+        gr.Markdown(
+            "# Surface defect classifier\n"
+            f"Upload a surface image: the model says `{names[0]}` or `{names[1]}` "
+            f"(threshold {classifier.threshold:.3f}, chosen for high defect recall) and shows where it "
+            "sees a defect."
+        )
+        with gr.Tab("Classify"):
+            with gr.Row():
+                with gr.Column():
+                    image = UploadedImage(type="filepath", image_mode=None, label="Surface image")
+                    button = gr.Button("Classify", variant="primary")
+                with gr.Column():
+                    label = gr.Label(num_top_classes=2, label="Probabilities")
+                    heat = gr.Image(type="numpy", label="Where the model sees a defect", interactive=False)
+                    verdict = gr.Markdown()
+            button.click(classify, inputs=image, outputs=[label, heat, verdict], api_name="predict")
+            if examples:
+                gr.Examples(examples=examples, inputs=image, outputs=[label, heat, verdict], fn=classify, cache_examples=False)
+        with gr.Tab("Batch"):
+            files = gr.File(file_count="multiple", file_types=["image", ".zip"], label="Images or a zip of images")
+            run_batch = gr.Button("Classify all", variant="primary")
+            table = gr.Dataframe(headers=list(ROW_COLUMNS), label="Results", interactive=False)
+            download = gr.File(label="Results as CSV")
+            run_batch.click(classify_batch, inputs=files, outputs=[table, download], api_name="predict_batch")
+    return demo
+
+
+def main() -> None:
+    model_id = os.environ.get("MODEL_ID")
+    if not model_id:
+        sys.exit("MODEL_ID is not set: set it to a Hub model repo id (user/name) or a local model folder")
+    classifier = DefectClassifier.from_pretrained(model_id)
+    classifier.warm_up()
+    demo = build_demo(classifier)
+    demo.queue(default_concurrency_limit=2)
+    port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
+    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), server_port=port)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""A real browser (Debian's chromium, driven by Playwright) uses the Space like a person would."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync",
+]
+SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "space_screenshot.png"
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: `make browser` installs Debian's chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        yield b
+        b.close()
+
+
+def test_click_an_example_and_see_verdict_and_overlay(served, browser, tmp_path):
+    url, _ = served
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(url, wait_until="networkidle")
+    page.get_by_text("Surface defect classifier").first.wait_for()
+    # Gradio renders examples as a gallery of thumbnails; the first is defects_brushed.png.
+    page.locator(".gallery-item, button.gallery-item, [data-testid='examples'] button").first.click()
+    page.get_by_role("button", name="Classify", exact=True).click()
+    verdict = page.locator("text=/P\\(defects\\) = /")
+    verdict.wait_for(timeout=60_000)
+    text = verdict.first.inner_text()
+    assert "defects" in text and "threshold" in text
+    overlay = page.locator("img[alt*='defect' i], [data-testid='image'] img").last
+    overlay.wait_for(timeout=30_000)
+    assert overlay.evaluate("img => img.naturalWidth") > 0
+    shot = tmp_path / "space.png"
+    page.screenshot(path=str(shot), full_page=True)
+    assert shot.stat().st_size > 10_000
+    if os.environ.get("UPDATE_SCREENSHOT"):
+        SCREENSHOT.parent.mkdir(exist_ok=True)
+        shutil.copy(shot, SCREENSHOT)
+    page.close()
