@@ -22,7 +22,7 @@ TINY_TEXTURES = ("clouds", "brushed")
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("tiny_data")
-    generate(GenerateConfig(out, seed=1, per_texture_good=30, per_texture_defective=30, textures=TINY_TEXTURES))
+    generate(GenerateConfig(out, seed=1, per_texture_good=40, per_texture_defective=40, textures=TINY_TEXTURES))
     return out
 
 
@@ -32,7 +32,7 @@ def trained(tiny_data, tmp_path_factory) -> tuple[Path, dict]:
     from training.train import train
 
     out = tmp_path_factory.mktemp("run")
-    config = TrainConfig(data=str(tiny_data), out=str(out), epochs=12, patience=12, target_recall=0.9, seed=3)
+    config = TrainConfig(data=str(tiny_data), out=str(out), epochs=20, patience=20, target_recall=0.8, seed=3)
     metrics = train(config)
     return out, metrics
 

@@ -71,3 +71,74 @@ def test_batch_endpoint_classifies_files_and_zips_and_reports_bad_ones(served, t
         assert float(row["p_defects"]) == pytest.approx(expected.p_defects, abs=1e-5)
         assert row["label"] == expected.label
     assert len(table["data"]) == 4
+
+
+def _upload(client, path):
+    from gradio_client import handle_file
+
+    return client.predict(handle_file(str(path)), api_name="/predict")
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: __import__("PIL.Image", fromlist=["Image"]).new("L", (1, 1), 128),
+        lambda: __import__("PIL.Image", fromlist=["Image"]).fromarray(__import__("numpy").full((300, 200), 40000, "uint16")),
+        lambda: __import__("PIL.Image", fromlist=["Image"]).new("RGBA", (700, 300), (90, 90, 90, 30)),
+        lambda: __import__("PIL.Image", fromlist=["Image"]).new("CMYK", (64, 48), (0, 0, 0, 40)),
+    ],
+    ids=["1x1", "16-bit", "RGBA-wide", "CMYK"],
+)
+def test_odd_images_are_classified_and_boxes_stay_inside(served, tmp_path, make):
+    from gradio_client import Client
+    from PIL import Image
+
+    url, _ = served
+    image = make()
+    path = tmp_path / ("odd.tiff" if image.mode == "CMYK" else "odd.png")
+    image.save(path)
+    label, overlay, verdict = _upload(Client(url, verbose=False), path)
+    assert label["label"] in ("defects", "no_defects")
+    shown = Image.open(overlay)
+    assert shown.size == image.size  # the overlay (and any box) is in the original pixels
+
+
+def test_huge_image_and_empty_submit_get_clear_errors_and_the_app_keeps_serving(served, tmp_path):
+    from gradio_client import Client
+    from PIL import Image
+
+    url, _ = served
+    client = Client(url, verbose=False)
+    huge = tmp_path / "huge.png"
+    Image.new("1", (20000, 20000)).save(huge)
+    with pytest.raises(Exception, match="megapixel limit"):
+        _upload(client, huge)
+    with pytest.raises(Exception, match="No image"):
+        client.predict(None, api_name="/predict")
+    label, _, _ = _upload(client, EXAMPLES / "defects_clouds.png")
+    assert label["label"] in ("defects", "no_defects")
+
+
+def test_twenty_concurrent_requests_all_answered_correctly(served):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from gradio_client import Client
+
+    url, classifier = served
+    from space.inference import read_image
+
+    names = sorted(p.name for p in EXAMPLES.glob("*.png"))
+    expected = {n: classifier.predict([read_image(EXAMPLES / n)])[0] for n in names}
+
+    def one(i):
+        name = names[i % len(names)]
+        label, _, _ = _upload(Client(url, verbose=False), EXAMPLES / name)
+        return name, label
+
+    with ThreadPoolExecutor(max_workers=20) as pool:
+        answers = list(pool.map(one, range(20)))
+    assert len(answers) == 20
+    for name, label in answers:
+        confidences = {c["label"]: c["confidence"] for c in label["confidences"]}
+        assert label["label"] == expected[name].label
+        assert confidences["defects"] == pytest.approx(expected[name].p_defects, abs=1e-5)

@@ -23,8 +23,8 @@ def test_short_run_beats_the_majority_guess(trained):
         assert key in metrics
     cm = np.array(metrics["confusion_matrix"]["rows_true_columns_predicted"])
     majority = cm.sum(axis=1).max() / cm.sum()
-    assert metrics["accuracy"] >= majority + 0.15, metrics
-    assert metrics["roc_auc"] >= 0.85, metrics
+    assert metrics["accuracy"] >= majority + 0.1, metrics
+    assert metrics["roc_auc"] >= 0.8, metrics
 
 
 def test_artifacts_hold_everything_a_consumer_needs(trained):

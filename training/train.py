@@ -206,6 +206,7 @@ def train(config: TrainConfig) -> dict:
     out = Path(config.out)
     splits = load_splits(config.data)
     train_samples = splits["train"]
+    require_enough(train_samples, "the train split")
     test_samples = splits.get("test")
     if not test_samples:
         train_samples, test_samples = split_holdout(train_samples, config.test_fraction, config.seed)
