@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from tests.hub_server import TOKEN, HubServer  # noqa: E402
+
+# huggingface_hub reads its endpoint and cache folder once, at import: point every client (ours,
+# datasets', Keras's hf://, subprocesses) at the local Hub stand-in before anything imports it.
+HUB = HubServer()
+os.environ["HF_ENDPOINT"] = HUB.url
+os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hf_home_")
+os.environ.pop("HF_HUB_OFFLINE", None)
 
 import socket  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -56,3 +66,17 @@ def served(trained):
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/", classifier
     demo.close()
+
+
+@pytest.fixture(scope="session")
+def hub():
+    """The local Hub stand-in, started once; tests use their own repo names."""
+    HUB.start()
+    yield HUB
+    HUB.stop()
+
+
+@pytest.fixture
+def hf_token(monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    return TOKEN
