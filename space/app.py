@@ -151,10 +151,20 @@ def build_demo(classifier: DefectClassifier) -> gr.Blocks:
     return demo
 
 
+def configured_model_id() -> str | None:
+    """MODEL_ID, else the first `models:` entry of this Space's README (what push-space writes)."""
+    if os.environ.get("MODEL_ID"):
+        return os.environ["MODEL_ID"]
+    from huggingface_hub import RepoCard
+
+    models = RepoCard.load(HERE / "README.md").data.to_dict().get("models") or []
+    return models[0] if models else None
+
+
 def main() -> None:
-    model_id = os.environ.get("MODEL_ID")
+    model_id = configured_model_id()
     if not model_id:
-        sys.exit("MODEL_ID is not set: set it to a Hub model repo id (user/name) or a local model folder")
+        sys.exit("no model: set MODEL_ID to a Hub model repo id (user/name) or a local model folder")
     classifier = DefectClassifier.from_pretrained(model_id)
     classifier.warm_up()
     demo = build_demo(classifier)

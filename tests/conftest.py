@@ -15,6 +15,7 @@ from tests.hub_server import TOKEN, HubServer  # noqa: E402
 HUB = HubServer()
 os.environ["HF_ENDPOINT"] = HUB.url
 os.environ["HF_HOME"] = tempfile.mkdtemp(prefix="hf_home_")
+os.environ["HF_HUB_DISABLE_XET"] = "1"  # the stand-in speaks LFS, not Xet
 os.environ.pop("HF_HUB_OFFLINE", None)
 
 import socket  # noqa: E402

@@ -5,6 +5,8 @@ tests point the unmodified clients (`huggingface_hub`, `datasets`, Keras's `hf:/
 `from_pretrained_keras`) at this server with HF_ENDPOINT. It keeps repos in memory as a chain of
 commits, answers `preupload` with regular (inline) uploads so no LFS or Xet storage is needed, and
 can be told to fail (401, 404, 500, or a stall mid-commit) to test how clients report faults.
+Data shards go through the LFS batch protocol (basic transfer); the Xet protocol is not spoken,
+so the tests set HF_HUB_DISABLE_XET=1, a documented client switch.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 import uvicorn
+import yaml
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -72,6 +75,7 @@ class HubServer:
     def __init__(self):
         self.repos: dict[tuple[str, str], Repo] = {}
         self.faults: list[Fault] = []
+        self.blobs: dict[str, bytes] = {}  # LFS objects by sha256
         self.requests: list[str] = []
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -161,9 +165,12 @@ class HubServer:
             current = repo.at(request.path_params["rev"]) or repo.head
             answer = []
             for f in body["files"]:
-                entry = {"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
+                # Like the Hub's .gitattributes: data shards go through LFS, the rest inline.
+                lfs = f["path"].endswith((".parquet", ".arrow"))
+                entry = {"path": f["path"], "uploadMode": "lfs" if lfs else "regular", "shouldIgnore": False}
                 if f["path"] in current["files"]:
-                    entry["oid"] = git_blob_sha1(current["files"][f["path"]])
+                    data = current["files"][f["path"]]
+                    entry["oid"] = hashlib.sha256(data).hexdigest() if lfs else git_blob_sha1(data)
                 answer.append(entry)
             return JSONResponse({"files": answer})
 
@@ -192,6 +199,10 @@ class HubServer:
                     header = value
                 elif item["key"] == "file":
                     files[value["path"]] = base64.b64decode(value["content"])
+                elif item["key"] == "lfsFile":
+                    if value["oid"] not in self.blobs:
+                        return JSONResponse({"error": f"LFS object {value['oid']} was never uploaded"}, status_code=400)
+                    files[value["path"]] = self.blobs[value["oid"]]
                 elif item["key"] == "deletedFile":
                     files.pop(value["path"], None)
                 elif item["key"] == "deletedFolder":
@@ -313,10 +324,45 @@ class HubServer:
             repo.branches[name] = repo.branches["main"]
             return JSONResponse({})
 
+        async def lfs_batch(request: Request):
+            await log(request)
+            if not self._authorized(request):
+                return JSONResponse({"message": "Invalid credentials"}, status_code=401)
+            body = await request.json()
+            objects = []
+            for obj in body["objects"]:
+                entry = {"oid": obj["oid"], "size": obj["size"]}
+                if obj["oid"] not in self.blobs:
+                    entry["actions"] = {"upload": {"href": f"{self.url}/lfs-upload/{obj['oid']}"}}
+                objects.append(entry)
+            return JSONResponse({"transfer": "basic", "objects": objects})
+
+        async def lfs_upload(request: Request):
+            await log(request)
+            data = await request.body()
+            oid = request.path_params["oid"]
+            if hashlib.sha256(data).hexdigest() != oid:
+                return JSONResponse({"message": "sha256 mismatch"}, status_code=400)
+            self.blobs[oid] = data
+            return Response(status_code=200)
+
+        async def validate_yaml(request: Request):
+            await log(request)
+            content = (await request.json())["content"]
+            try:
+                front = content.split("---", 2)[1] if content.startswith("---") else ""
+                data = yaml.safe_load(front) if front else {}
+                if data is not None and not isinstance(data, dict):
+                    raise ValueError("the metadata must be a mapping")
+            except (yaml.YAMLError, ValueError) as err:
+                return JSONResponse({"errors": [{"message": str(err)}]}, status_code=400)
+            return JSONResponse({"errors": [], "warnings": []})
+
         repo = "{rtype}/{ns}/{name}"
         routes = [
             Route("/api/whoami-v2", whoami),
             Route("/api/repos/create", create, methods=["POST"]),
+            Route("/api/validate-yaml", validate_yaml, methods=["POST"]),
             Route(f"/api/{repo}/preupload/{{rev}}", preupload, methods=["POST"]),
             Route(f"/api/{repo}/commit/{{rev}}", commit, methods=["POST"]),
             Route(f"/api/{repo}/revision/{{rev}}", info),
@@ -326,6 +372,9 @@ class HubServer:
             Route(f"/api/{repo}/variables", variables, methods=["POST"]),
             Route(f"/api/{repo}/branch/{{branch}}", branch, methods=["POST"]),
             Route(f"/api/{repo}", info),
+            Route("/lfs-upload/{oid}", lfs_upload, methods=["PUT"]),
+            Route("/{rtype}/{ns}/{name}.git/info/lfs/objects/batch", lfs_batch, methods=["POST"]),
+            Route("/{ns}/{name}.git/info/lfs/objects/batch", lfs_batch, methods=["POST"]),
             Route("/{rtype}/{ns}/{name}/resolve/{rev}/{path:path}", resolve, methods=["GET", "HEAD"]),
             Route("/{ns}/{name}/resolve/{rev}/{path:path}", resolve, methods=["GET", "HEAD"]),
         ]

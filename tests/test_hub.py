@@ -103,3 +103,105 @@ def test_missing_token_and_incomplete_folder_are_refused_before_upload(trained, 
     with pytest.raises(PublishError, match="missing metadata.json, model.weights.h5, defect_config.json"):
         push_model(broken, "tester/broken")
     assert ("model", "tester/no-token") not in hub.repos and ("model", "tester/broken") not in hub.repos
+
+
+def test_model_card_yaml_parses_and_holds_the_metrics(trained, hub, hf_token):
+    from huggingface_hub import ModelCard
+
+    out, metrics = trained
+    push_model(out / "model", "tester/carded", dataset_repo="tester/surfaces")
+    card = ModelCard(hub.files("model", "tester/carded")["README.md"].decode())
+    data = card.data.to_dict()
+    assert data["library_name"] == "keras" and data["pipeline_tag"] == "image-classification"
+    assert data["datasets"] == ["tester/surfaces"] and data["license"]
+    results = {r["type"]: r["value"] for r in data["model-index"][0]["results"][0]["metrics"]}
+    assert results["accuracy"] == pytest.approx(metrics["accuracy"], abs=1e-4)
+    assert results["recall"] == pytest.approx(metrics["recall"], abs=1e-4)
+    assert 'keras.saving.load_model("hf://tester/carded")' in card.text
+    assert f"{metrics['threshold']:.4f}"[:5] in card.text
+
+
+def test_endpoint_handler_on_bytes_base64_and_pil(trained, tiny_data, tmp_path):
+    import base64
+    import importlib.util
+    import shutil
+
+    from PIL import Image
+
+    out, _ = trained
+    folder = tmp_path / "repo"
+    shutil.copytree(out / "model", folder)
+    spec = importlib.util.spec_from_file_location("handler_under_test", folder / "handler.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    handler = module.EndpointHandler(str(folder))
+    path = sorted((tiny_data / "test" / "defects").glob("*.png"))[0]
+    expected = DefectClassifier(out / "model").predict([read_image(path)])[0]
+    raw = path.read_bytes()
+    for inputs in (raw, base64.b64encode(raw).decode(), Image.open(path)):
+        answer = handler({"inputs": inputs})
+        assert [a["label"] for a in answer][0] == expected.label
+        scores = {a["label"]: a["score"] for a in answer}
+        assert scores["defects"] == pytest.approx(expected.p_defects, abs=1e-5)
+        assert scores["defects"] + scores["no_defects"] == pytest.approx(1.0)
+
+
+def test_dataset_push_and_load_dataset_round_trip(tiny_data, hub, hf_token):
+    import datasets
+
+    from training.publish import push_dataset
+
+    push_dataset(tiny_data, "tester/surfaces")
+    loaded = datasets.load_dataset("tester/surfaces")
+    local = datasets.load_dataset("imagefolder", data_dir=str(tiny_data))
+    assert set(loaded) == {"train", "test"}
+    for split in ("train", "test"):
+        assert loaded[split].num_rows == local[split].num_rows
+        assert loaded[split].features["label"].names == ["defects", "no_defects"]
+        names = loaded[split].features["label"].names
+        assert sorted(names[i] for i in loaded[split]["label"]) == sorted(local[split]["label"])
+    assert {"image", "texture", "cx", "cy", "a", "b", "angle"} <= set(loaded["train"].column_names)
+
+
+def test_push_space_uploads_the_folder_and_names_the_model(hub, hf_token, tmp_path):
+    from huggingface_hub import RepoCard
+
+    from training.publish import push_space
+
+    space_dir = __import__("pathlib").Path(__file__).resolve().parents[1] / "space"
+    url = push_space(space_dir, "tester/defect-space", "tester/surface-defects")
+    assert "/spaces/tester/defect-space/commit/" in url
+    files = hub.files("space", "tester/defect-space")
+    assert {"app.py", "inference.py", "requirements.txt", "README.md"} <= set(files)
+    assert not any(name.startswith("examples/") is False and name.endswith(".pyc") for name in files)
+    assert any(name.startswith("examples/") for name in files)
+    readme = tmp_path / "README.md"
+    readme.write_bytes(files["README.md"])
+    data = RepoCard.load(readme).data.to_dict()
+    assert data["sdk"] == "gradio" and data["models"] == ["tester/surface-defects"] and data["app_file"] == "app.py"
+    assert hub.repos[("space", "tester/defect-space")].variables == {"MODEL_ID": "tester/surface-defects"}
+
+
+def test_train_with_push_checks_the_token_before_training(tiny_data, hub, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", "hf_wrong_token_for_this_test_only")
+    run = subprocess.run(
+        [sys.executable, "-m", "training", "train", "--data", str(tiny_data), "--out", str(tmp_path / "o"),
+         "--push-to-hub", "tester/never"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 2 and "refused the token (401)" in run.stderr
+    assert not (tmp_path / "o").exists()
+    assert "hf_wrong_token_for_this_test_only" not in run.stderr + run.stdout
+
+
+def test_dataset_card_says_what_the_dataset_is(tiny_data, hub, hf_token, tmp_path):
+    from huggingface_hub import DatasetCard
+
+    from training.publish import push_dataset
+
+    push_dataset(tiny_data, "tester/surfaces-card")
+    card = DatasetCard(hub.files("dataset", "tester/surfaces-card")["README.md"].decode())
+    data = card.data.to_dict()
+    assert data["task_categories"] == ["image-classification"] and data["size_categories"] == ["n<1K"]
+    assert "dataset_info" in data or "configs" in data  # what push_to_hub wrote is kept
+    assert "train: 120" in card.text and "test: 40" in card.text

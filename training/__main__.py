@@ -14,6 +14,17 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from training.config import TrainConfig  # noqa: E402
 from training.data import DataError  # noqa: E402
+from training.publish import PublishError  # noqa: E402
+
+
+def _push(model_dir, repo, data, dataset_repo, private, revision=None, message="Upload with python -m training push"):
+    from training.publish import push_dataset, push_model
+
+    if dataset_repo:
+        print(f"pushed the dataset: {push_dataset(data, dataset_repo, private=private)}")
+    if repo:
+        url = push_model(model_dir, repo, dataset_repo=dataset_repo, private=private, revision=revision, commit_message=message)
+        print(f"pushed the model: {url}")
 
 
 def _add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
@@ -44,6 +55,25 @@ def main(argv=None) -> int:
 
     tr = sub.add_parser("train", help="train a model and write OUT/model and OUT/metrics.json")
     _add_dataclass_arguments(tr, TrainConfig)
+    hub = tr.add_argument_group("publishing (the token is checked before training starts)")
+    hub.add_argument("--push-to-hub", metavar="USER/NAME", help="push OUT/model to this model repo when done")
+    hub.add_argument("--dataset-repo", metavar="USER/NAME", help="also push the --data folder as this dataset repo")
+    hub.add_argument("--private", action="store_true")
+
+    pu = sub.add_parser("push", help="push a model folder (and optionally its dataset) to the Hub")
+    pu.add_argument("--model", required=True, help="the OUT/model folder")
+    pu.add_argument("--repo", required=True, metavar="USER/NAME")
+    pu.add_argument("--dataset", help="dataset folder to push too")
+    pu.add_argument("--dataset-repo", metavar="USER/NAME")
+    pu.add_argument("--private", action="store_true")
+    pu.add_argument("--revision", help="branch to push to (created if needed)")
+    pu.add_argument("--commit-message", default="Upload with python -m training push")
+
+    ps = sub.add_parser("push-space", help="push space/ as a Gradio Space that loads --model-repo")
+    ps.add_argument("--repo", required=True, metavar="USER/SPACE")
+    ps.add_argument("--model-repo", required=True, metavar="USER/NAME")
+    ps.add_argument("--space-dir", default=str(Path(__file__).resolve().parents[1] / "space"))
+    ps.add_argument("--private", action="store_true")
 
     ev = sub.add_parser("evaluate", help="measure a saved model on a dataset's test split")
     ev.add_argument("--model", required=True, help="model folder or Hub repo id")
@@ -70,8 +100,24 @@ def main(argv=None) -> int:
             from training.train import train
 
             values = {f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)}
-            metrics = train(TrainConfig.from_dict(values))
+            config = TrainConfig.from_dict(values)
+            if args.push_to_hub or args.dataset_repo:
+                from training.publish import check_token
+
+                config.validate()
+                print(f"Hub token belongs to {check_token()}")
+            metrics = train(config)
             print(json.dumps({k: v for k, v in metrics.items() if k != "per_texture"}, indent=2))
+            if args.push_to_hub or args.dataset_repo:
+                _push(Path(config.out) / "model", args.push_to_hub, config.data, args.dataset_repo, args.private)
+        elif args.command == "push":
+            if bool(args.dataset) != bool(args.dataset_repo):
+                parser.error("--dataset and --dataset-repo go together")
+            _push(Path(args.model), args.repo, args.dataset, args.dataset_repo, args.private, args.revision, args.commit_message)
+        elif args.command == "push-space":
+            from training.publish import push_space
+
+            print(f"pushed the Space: {push_space(args.space_dir, args.repo, args.model_repo, args.private)}")
         elif args.command == "evaluate":
             from training.data import load_splits
             from training.evaluate import evaluate_model
@@ -89,7 +135,7 @@ def main(argv=None) -> int:
             counts = predict_to_csv(args.model, args.inputs, args.out, args.batch_size)
             print(f"wrote {args.out}: {counts['images']} images, {counts['errors']} unreadable")
             return 1 if counts["errors"] == counts["images"] and counts["images"] else 0
-    except (DataError, ValueError, FileNotFoundError, FileExistsError) as err:
+    except (DataError, ValueError, FileNotFoundError, FileExistsError, PublishError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     return 0

@@ -1,6 +1,6 @@
 """Write the model folder that users load and the Hub receives.
 
-The folder holds the Keras 3 files at its root (`config.json`, `metadata.json`,
+The folder is exactly what gets pushed. It holds the Keras 3 files at its root (`config.json`, `metadata.json`,
 `model.weights.h5`), so `keras.saving.load_model(folder or "hf://user/repo")` works with
 safe_mode on, and `defect_config.json`: class names, what the output means, image size,
 decision threshold and the full training config, which every consumer reads.
@@ -14,8 +14,17 @@ from pathlib import Path
 
 import keras
 
+import space.inference
 from space.inference import CONFIG_FILE, HEATMAP_LAYER
 from training.config import TrainConfig
+
+# Files every model repo carries so it runs without this project: the Inference Endpoints handler,
+# its requirements, and the one inference implementation (the Space's own).
+REPO_FILES = (
+    Path(__file__).parent / "model_repo" / "handler.py",
+    Path(__file__).parent / "model_repo" / "requirements.txt",
+    Path(space.inference.__file__),
+)
 
 
 def export_model(classifier: keras.Model, config: TrainConfig, threshold: float, model_dir, history=None) -> Path:
@@ -35,6 +44,8 @@ def export_model(classifier: keras.Model, config: TrainConfig, threshold: float,
         "training_config": config.to_dict(),
     }
     (model_dir / CONFIG_FILE).write_text(json.dumps(info, indent=2))
+    for source in REPO_FILES:
+        shutil.copy(source, model_dir / source.name)
     if history:
         (model_dir.parent / "history.json").write_text(json.dumps(history, indent=2))
     return model_dir

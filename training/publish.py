@@ -12,7 +12,9 @@ from pathlib import Path
 
 from space.inference import CONFIG_FILE
 
-REQUIRED_MODEL_FILES = ("config.json", "metadata.json", "model.weights.h5", CONFIG_FILE)
+REQUIRED_MODEL_FILES = (
+    "config.json", "metadata.json", "model.weights.h5", CONFIG_FILE, "metrics.json", "handler.py", "inference.py",
+)
 
 
 class PublishError(RuntimeError):
@@ -98,5 +100,83 @@ def push_folder(
     return info.commit_url
 
 
-def push_model(model_dir, repo_id: str, **kwargs) -> str:
-    return push_folder(check_model_folder(model_dir), repo_id, repo_type="model", **kwargs)
+def push_model(model_dir, repo_id: str, dataset_repo: str | None = None, **kwargs) -> str:
+    """Push a model folder; its card is first re-rendered to name this repo and dataset."""
+    from training.card import render_model_card
+
+    model_dir = check_model_folder(model_dir)
+    render_model_card(model_dir, repo_id=repo_id, dataset_repo=dataset_repo)
+    return push_folder(model_dir, repo_id, repo_type="model", **kwargs)
+
+
+def push_dataset(data_dir, repo_id: str, private: bool = False, token: str | None = None) -> str:
+    """Push an imagefolder dataset (train/test, labels, texture, ellipses) as a `datasets` repo."""
+    import datasets
+
+    from training.data import CLASS_NAMES
+
+    check_token(token)
+    ds = datasets.load_dataset("imagefolder", data_dir=str(data_dir))
+    if not isinstance(ds["train"].features.get("label"), datasets.ClassLabel):
+        ds = ds.cast_column("label", datasets.ClassLabel(names=list(CLASS_NAMES)))
+    try:
+        ds.push_to_hub(repo_id, private=private, token=token, commit_message="Upload with python -m training push")
+        info = _dataset_card(repo_id, ds, token).push_to_hub(repo_id, repo_type="dataset", token=token,
+                                                             commit_message="Dataset card")
+    except Exception as err:  # noqa: BLE001
+        raise _explain(err, f"pushing the dataset {data_dir} to {repo_id}") from None
+    return info
+
+
+def _dataset_card(repo_id: str, ds, token: str | None):
+    """The card `push_to_hub` wrote (its features and configs kept), plus what the dataset is."""
+    from huggingface_hub import DatasetCard
+
+    card = DatasetCard.load(repo_id, repo_type="dataset", token=token)
+    total = sum(split.num_rows for split in ds.values())
+    card.data.task_categories = ["image-classification"]
+    card.data.size_categories = ["n<1K" if total < 1000 else "1K<n<10K" if total < 10000 else "10K<n<100K"]
+    card.data.license = card.data.license or "apache-2.0"
+    card.data.tags = ["defect-detection", "surface-inspection", "dagm", "synthetic"]
+    sizes = ", ".join(f"{name}: {split.num_rows}" for name, split in ds.items())
+    card.text = (
+        f"\n# {repo_id.split('/')[-1]}\n\n"
+        "Images of textured surfaces labelled `defects` or `no_defects` (ClassLabel, index 0 is `defects`), "
+        "DAGM 2007 style: 512x512 8-bit grayscale. Columns: `image`, `label`, `texture`, and the defect ellipse "
+        "`cx, cy, a, b, angle` in pixels (a weak localization label; empty for defect-free images).\n\n"
+        f"Splits: {sizes}.\n\n"
+        "Made by `python -m training generate` (seeded noise textures, seven families including radial streaks "
+        "whose normal look has a dark spot at the centre; defects drawn inside a random ellipse: scratch, "
+        "blotch, smooth intensity change, texture break, some faint), or, for a real dataset, read from its "
+        "folder by the same tool.\n"
+    )
+    return card
+
+
+def push_space(space_dir, repo_id: str, model_repo: str, private: bool = False, token: str | None = None) -> str:
+    """Upload the Space folder with its README naming the model, then set its MODEL_ID variable.
+
+    The folder is uploaded in one commit; the app reads MODEL_ID, or the README's `models:` entry
+    if the variable is not set, so the commit alone is enough to run.
+    """
+    import shutil
+    import tempfile
+
+    from huggingface_hub import HfApi, SpaceCardData
+    from huggingface_hub.repocard import RepoCard
+
+    with tempfile.TemporaryDirectory() as tmp:
+        staged = Path(tmp) / "space"
+        shutil.copytree(space_dir, staged, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "__init__.py"))
+        card = RepoCard.load(staged / "README.md")
+        data = card.data.to_dict()
+        data["models"] = [model_repo]
+        card.data = SpaceCardData(**data)
+        card.save(staged / "README.md")
+        url = push_folder(staged, repo_id, repo_type="space", private=private, token=token, space_sdk="gradio",
+                          commit_message=f"Space for {model_repo}")
+    try:
+        HfApi(token=token).add_space_variable(repo_id, "MODEL_ID", model_repo)
+    except Exception as err:  # noqa: BLE001
+        raise _explain(err, f"setting MODEL_ID on {repo_id} (the files are pushed)") from None
+    return url

@@ -27,6 +27,7 @@ from training.data import DataError, Sample, decode_gray, load_splits
 from training.evaluate import choose_threshold, evaluate_model
 from training.export import export_model
 from training.augment import paste_anomaly
+from training.card import render_model_card
 from training.model import OUTPUT_LAYER, CompactModels, build_compact
 
 STRIDE = 8
@@ -248,5 +249,7 @@ def train(config: TrainConfig) -> dict:
     model_dir = export_model(models.classifier, config, threshold, out / "model", history=history.history)
     metrics = evaluate_model(model_dir, test_samples)
     metrics.update(train_seconds=round(train_seconds, 1), epochs_run=len(history.history["loss"]))
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    for path in (out / "metrics.json", model_dir / "metrics.json"):
+        path.write_text(json.dumps(metrics, indent=2))
+    render_model_card(model_dir)
     return metrics

@@ -1,0 +1,67 @@
+"""Render the model card (the model repo's README.md) from the top-level `model_card.md` template.
+
+The YAML block comes from huggingface_hub's ModelCardData (library, pipeline tag, tags, license,
+datasets, and a model-index with the test metrics), the body from the Jinja template.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from space.inference import CONFIG_FILE
+
+TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
+METRIC_NAMES = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "false_alarm_rate")
+
+
+def render_model_card(model_dir, repo_id: str = "USER/NAME", dataset_repo: str | None = None) -> Path:
+    """Write model_dir/README.md from defect_config.json and metrics.json in that folder."""
+    from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+    model_dir = Path(model_dir)
+    info = json.loads((model_dir / CONFIG_FILE).read_text())
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    config = info["training_config"]
+    dataset_name = dataset_repo or Path(config["data"]).name
+    results = [
+        EvalResult(
+            task_type="image-classification", dataset_type=dataset_repo or "imagefolder", dataset_name=dataset_name,
+            dataset_split="test", metric_type=name, metric_value=round(metrics[name], 4),
+        )
+        for name in METRIC_NAMES
+        if metrics.get(name) is not None
+    ]
+    card_data = ModelCardData(
+        library_name="keras", pipeline_tag="image-classification", license="apache-2.0",
+        tags=["keras", "image-classification", "defect-detection", "surface-inspection", "dagm"],
+        datasets=[dataset_repo] if dataset_repo else None, model_name=repo_id.split("/")[-1], eval_results=results,
+    )
+    rows = ["| metric | value |", "| --- | --- |"] + [
+        f"| {name} | {metrics[name]:.4f} |" for name in METRIC_NAMES if metrics.get(name) is not None
+    ]
+    cm = metrics["confusion_matrix"]["rows_true_columns_predicted"]
+    rows += ["", f"Confusion matrix (rows: true defects / no_defects; columns: predicted): {cm}"]
+    card = ModelCard.from_template(
+        card_data,
+        template_path=str(TEMPLATE),
+        model_name=repo_id.split("/")[-1],
+        repo_id=repo_id,
+        class_names=info["class_names"],
+        threshold=info["threshold"],
+        target_recall=config["target_recall"],
+        image_size=info["image_size"],
+        heatmap_layer=info["heatmap_layer"],
+        data_description=f"`{dataset_name}` ({config['backbone']} backbone, trained from scratch)",
+        training_summary=(
+            f"Backbone `{config['backbone']}`, {metrics.get('epochs_run', '?')} epochs on {config['crop_size']}-px crops "
+            f"of {config['image_size']}-px images, {metrics.get('train_seconds', '?')} s on the training machine. "
+            "Every setting, so the run can be repeated:"
+        ),
+        training_config=json.dumps(config, indent=2),
+        n_test=metrics["n_test"],
+        metrics_table="\n".join(rows),
+    )
+    path = model_dir / "README.md"
+    card.save(path)
+    return path
