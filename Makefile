@@ -8,7 +8,7 @@ RUN := runs/demo
 export GRADIO_ANALYTICS_ENABLED := False
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: install browser data train demo test clean
+.PHONY: install browser legacy data train demo test clean
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,15 @@ install: $(VENV)/.installed
 # Browser tests drive Debian's chromium (Playwright's own browser download cannot work offline).
 browser:
 	@test -x /usr/bin/chromium || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
+
+# The legacy loader (huggingface_hub<1.0 `from_pretrained_keras`, with tf-keras) lives in its own
+# folder, put first on PYTHONPATH by the test that uses it, so the main venv keeps huggingface_hub 2.x.
+LEGACY := .venv-legacy
+$(LEGACY)/.installed: $(VENV)/.installed
+	$(PY) -m pip install --quiet --no-deps --target $(LEGACY) huggingface_hub==0.36.2
+	touch $@
+
+legacy: $(LEGACY)/.installed
 
 $(DATA)/train/metadata.csv: $(VENV)/.installed training/synthetic.py
 	rm -rf $(DATA)
@@ -37,7 +46,7 @@ demo: train
 	@echo "Serving the Space at http://127.0.0.1:$${GRADIO_SERVER_PORT:-7860} (Ctrl+C stops it)"
 	MODEL_ID=$(RUN)/model $(PY) space/app.py
 
-test: install browser
+test: install browser legacy
 	$(PY) -m pytest tests
 
 clean:

@@ -205,3 +205,33 @@ def test_dataset_card_says_what_the_dataset_is(tiny_data, hub, hf_token, tmp_pat
     assert data["task_categories"] == ["image-classification"] and data["size_categories"] == ["n<1K"]
     assert "dataset_info" in data or "configs" in data  # what push_to_hub wrote is kept
     assert "train: 120" in card.text and "test: 40" in card.text
+
+
+LEGACY = __import__("pathlib").Path(__file__).resolve().parents[1] / ".venv-legacy"
+
+
+def test_legacy_from_pretrained_keras_gives_the_same_predictions(trained, tiny_data, hub, hf_token, tmp_path):
+    import os
+
+    assert (LEGACY / "huggingface_hub").is_dir(), "run `make legacy` to install huggingface_hub<1.0"
+    out, _ = trained
+    push_model(out / "model", "tester/legacy")
+    images = np.stack(_images(tiny_data)).astype(np.float32)
+    np.save(tmp_path / "x.npy", images)
+    script = (
+        "import sys, numpy as np\n"
+        "import huggingface_hub\n"
+        "assert huggingface_hub.__version__.startswith('0.'), huggingface_hub.__version__\n"
+        "from huggingface_hub import from_pretrained_keras\n"
+        "model = from_pretrained_keras('tester/legacy')\n"
+        "np.save(sys.argv[2], model.predict(np.load(sys.argv[1]), verbose=0))\n"
+        "print(type(model).__module__)\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{LEGACY}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    run = subprocess.run([sys.executable, "-c", script, str(tmp_path / "x.npy"), str(tmp_path / "p.npy")],
+                         capture_output=True, text=True, env=env, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.stdout.strip().startswith("tf_keras")
+    legacy = np.load(tmp_path / "p.npy").reshape(-1)
+    local = [r.p_defects for r in DefectClassifier(out / "model").predict(list(images.astype(np.uint8)))]
+    np.testing.assert_allclose(legacy, local, atol=1e-5)

@@ -1,8 +1,9 @@
 """Write the model folder that users load and the Hub receives.
 
-The folder is exactly what gets pushed. It holds the Keras 3 files at its root (`config.json`, `metadata.json`,
-`model.weights.h5`), so `keras.saving.load_model(folder or "hf://user/repo")` works with
-safe_mode on, and `defect_config.json`: class names, what the output means, image size,
+The folder is exactly what gets pushed. It holds the Keras 3 files at its root (`config.json`,
+`metadata.json`, `model.weights.h5`), so `keras.saving.load_model(folder or "hf://user/repo")`
+works with safe_mode on; a tf-keras SavedModel of the same network for the legacy
+`huggingface_hub.from_pretrained_keras`; and `defect_config.json`: class names, what the output means, image size,
 decision threshold and the full training config, which every consumer reads.
 """
 
@@ -27,6 +28,25 @@ REPO_FILES = (
 )
 
 
+def save_legacy_twin(classifier: keras.Model, config: TrainConfig, model_dir: Path) -> None:
+    """Add a tf-keras SavedModel of the same network to the folder, for `from_pretrained_keras`.
+
+    A Keras 3 `model.export()` SavedModel does not give tf-keras a model with `predict`, so the
+    architecture is rebuilt in tf-keras from the same definition and the weights are copied by
+    layer name. saved_model.pb, keras_metadata.pb, variables/ and fingerprint.pb sit beside the
+    Keras 3 files; each loader reads only its own.
+    """
+    import tf_keras
+
+    from training.model import build_compact
+
+    twin = build_compact(config, lib=tf_keras).classifier
+    for layer in classifier.layers:
+        if layer.weights:
+            twin.get_layer(layer.name).set_weights(layer.get_weights())
+    twin.save(str(model_dir), save_format="tf", include_optimizer=False)
+
+
 def export_model(classifier: keras.Model, config: TrainConfig, threshold: float, model_dir, history=None) -> Path:
     model_dir = Path(model_dir)
     if model_dir.exists():
@@ -34,6 +54,7 @@ def export_model(classifier: keras.Model, config: TrainConfig, threshold: float,
             raise FileExistsError(f"{model_dir} exists and is not a model folder: choose another --out")
         shutil.rmtree(model_dir)
     keras.saving.save_model(classifier, model_dir, zipped=False)
+    save_legacy_twin(classifier, config, model_dir)
     info = {
         "class_names": list(config.class_names),
         "output": f"a single sigmoid unit: P({config.class_names[0]})",

@@ -41,7 +41,7 @@ class CompactModels:
     pooled: keras.Model  # gray image -> the decision head's input features
 
 
-def norm_layer(kind: str, name: str) -> layers.Layer:
+def norm_layer(kind: str, name: str, layers=layers):
     """`instance`: each feature relative to the image's own statistics, the same in training and
     inference; `batch`: ordinary batch normalization."""
     if kind == "instance":
@@ -49,8 +49,12 @@ def norm_layer(kind: str, name: str) -> layers.Layer:
     return layers.BatchNormalization(momentum=0.95, name=name)
 
 
-def build_compact(config: TrainConfig) -> CompactModels:
-    keras.utils.set_random_seed(config.seed)
+def build_compact(config: TrainConfig, lib=keras) -> CompactModels:
+    """Build the three views. `lib` is `keras` (Keras 3), or `tf_keras` for the legacy twin that
+    export.py saves as a SavedModel: one definition serves both, layer names and all."""
+    layers = lib.layers
+    if lib is keras:
+        keras.utils.set_random_seed(config.seed)
     w = config.widths
     body = [
         layers.Rescaling(1.0 / 255, name="rescale"),
@@ -61,10 +65,10 @@ def build_compact(config: TrainConfig) -> CompactModels:
     for i, (filters, kernel, stride, dilation) in enumerate(plan):
         body += [
             layers.Conv2D(filters, kernel, strides=stride, dilation_rate=dilation, padding="same", use_bias=False, name=f"conv{i}"),
-            norm_layer(config.norm, f"norm{i}"),
+            norm_layer(config.norm, f"norm{i}", layers),
             layers.ReLU(name=f"relu{i}"),
         ]
-    seg_head = layers.Conv2D(1, 1, name=HEATMAP_LAYER, bias_initializer=keras.initializers.Constant(-3.0))
+    seg_head = layers.Conv2D(1, 1, name=HEATMAP_LAYER, bias_initializer=lib.initializers.Constant(-3.0))
     pools = [
         layers.GlobalMaxPooling2D(name="seg_peak"),
         layers.GlobalAveragePooling2D(name="seg_mean"),
@@ -81,16 +85,17 @@ def build_compact(config: TrainConfig) -> CompactModels:
         pooled = join([pools[0](seg), pools[1](seg), pools[2](x), pools[3](x)])
         return seg, pooled, decide(pooled)
 
-    gray = keras.Input((None, None, 1), name="gray")
+    gray = lib.Input((None, None, 1), name="gray")
     seg, pooled, p = forward(gray)
-    trainer = keras.Model(gray, {"seg": seg, "p_defects": p}, name="compact_trainer")
-    pooled_model = keras.Model(gray, pooled, name="compact_pooled")
+    trainer = lib.Model(gray, {"seg": seg, "p_defects": p}, name="compact_trainer")
+    pooled_model = lib.Model(gray, pooled, name="compact_pooled")
 
-    image = keras.Input((None, None, 3), name="image")
-    x = layers.Resizing(config.image_size, config.image_size, antialias=True, name="resize")(image)
+    image = lib.Input((None, None, 3), name="image")
+    # "area" averages when downscaling (no aliasing) and exists in Keras 3 and tf-keras alike.
+    x = layers.Resizing(config.image_size, config.image_size, interpolation="area", name="resize")(image)
     to_gray = layers.Conv2D(1, 1, use_bias=False, trainable=False, name="to_gray")
     x = to_gray(x)
     to_gray.set_weights([np.full((1, 1, 3, 1), 1.0 / 3.0, dtype=np.float32)])
     _, _, p = forward(x)
-    classifier = keras.Model(image, p, name="defect_classifier")
+    classifier = lib.Model(image, p, name="defect_classifier")
     return CompactModels(trainer, classifier, pooled_model)
