@@ -120,6 +120,13 @@ class HubServer:
         rtype = p.get("rtype", "models").rstrip("s")
         return self.repos.get((rtype, f"{p['ns']}/{p['name']}"))
 
+    def _writable(self, request: Request) -> tuple[Repo | None, Response | None]:
+        """The repo a write request names, or the response refusing it (401, 404)."""
+        if not self._authorized(request):
+            return None, JSONResponse({"error": "Invalid credentials"}, status_code=401)
+        repo = self._repo(request)
+        return (repo, None) if repo is not None else (None, self._not_found())
+
     @staticmethod
     def _not_found(what="Repository not found", code="RepoNotFound") -> JSONResponse:
         return JSONResponse({"error": what}, status_code=404, headers={"X-Error-Code": code, "X-Error-Message": what})
@@ -176,11 +183,9 @@ class HubServer:
 
         async def commit(request: Request):
             await log(request)
-            if not self._authorized(request):
-                return JSONResponse({"error": "Invalid credentials"}, status_code=401)
-            repo = self._repo(request)
-            if repo is None:
-                return self._not_found()
+            repo, refused = self._writable(request)
+            if refused:
+                return refused
             body = (await request.body()).decode()
             # A stall or error here happens before anything is stored: a commit is all or nothing.
             if fault := self._fault("commit"):
@@ -302,22 +307,18 @@ class HubServer:
 
         async def variables(request: Request):
             await log(request)
-            if not self._authorized(request):
-                return JSONResponse({"error": "Invalid credentials"}, status_code=401)
-            repo = self._repo(request)
-            if repo is None:
-                return self._not_found()
+            repo, refused = self._writable(request)
+            if refused:
+                return refused
             body = await request.json()
             repo.variables[body["key"]] = body["value"]
             return JSONResponse({k: {"value": v} for k, v in repo.variables.items()})
 
         async def branch(request: Request):
             await log(request)
-            if not self._authorized(request):
-                return JSONResponse({"error": "Invalid credentials"}, status_code=401)
-            repo = self._repo(request)
-            if repo is None:
-                return self._not_found()
+            repo, refused = self._writable(request)
+            if refused:
+                return refused
             name = request.path_params["branch"]
             if name in repo.branches:
                 return JSONResponse({"error": "Reference already exists"}, status_code=409)

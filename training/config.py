@@ -20,15 +20,15 @@ class TrainConfig:
     widths: tuple[int, ...] = (16, 32, 32, 64, 64, 64, 64)
     norm: str = "instance"  # or "batch"
     # training
-    crop_size: int = 192
+    crop_size: int = 256
     batch_size: int = 16
-    epochs: int = 30
-    patience: int = 8
+    epochs: int = 24
+    patience: int = 12
     learning_rate: float = 2e-3
     seg_loss_weight: float = 1.0
     hard_negative_fraction: float = 0.5
     synthetic_fraction: float = 0.3  # defect-free crops that get a generic synthetic anomaly
-    mine_every: int = 2
+    mine_every: int = 3
     # decision
     target_recall: float = 0.99
     class_names: tuple[str, str] = field(default=("defects", "no_defects"))

@@ -94,7 +94,7 @@ def push_folder(
             api.create_branch(repo_id, repo_type=repo_type, branch=revision, exist_ok=True)
         info = api.upload_folder(
             folder_path=str(folder), repo_id=repo_id, repo_type=repo_type, revision=revision,
-            commit_message=commit_message, ignore_patterns=["__pycache__/*", "*.pyc"],
+            commit_message=commit_message, ignore_patterns=["__pycache__/*", "*.pyc", "*.pyi"],
         )
     except Exception as err:  # noqa: BLE001
         raise _explain(err, f"pushing {folder} to {repo_id}") from None
@@ -168,7 +168,7 @@ def push_space(space_dir, repo_id: str, model_repo: str, private: bool = False, 
 
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / "space"
-        shutil.copytree(space_dir, staged, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "__init__.py"))
+        shutil.copytree(space_dir, staged, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyi", "__init__.py"))
         card = RepoCard.load(staged / "README.md")
         data = card.data.to_dict()
         data["models"] = [model_repo]
