@@ -51,6 +51,22 @@ class UploadedImage(gr.Image):
             raise gr.Error(f"The upload cannot be read as an image ({type(err).__name__}): try a PNG or JPEG file") from None
 
 
+class VerdictLabel(gr.Label):
+    """`gr.Label` headlined by the verdict at the model's threshold. A plain Label headlines the
+    larger probability, which contradicts the verdict whenever the threshold is not 0.5."""
+
+    def get_block_name(self) -> str:
+        return "label"
+
+    def postprocess(self, value):
+        if value is None:
+            return super().postprocess(value)
+        verdict, probabilities = value
+        data = super().postprocess(probabilities)
+        data.label = verdict
+        return data
+
+
 def expand_uploads(paths: list[str]) -> list[tuple[str, object]]:
     """(name, source) per image: uploaded files as they are, zip archives opened member by member.
 
@@ -106,7 +122,7 @@ def build_demo(classifier: DefectClassifier) -> gr.Blocks:
         )
         if result.box:
             verdict += f"; box x0,y0,x1,y1 = {', '.join(map(str, result.box))}"
-        return result.probabilities(names), overlay(image, result), verdict
+        return (result.label, result.probabilities(names)), overlay(image, result), verdict
 
     def classify_batch(paths: list[str] | None, progress=gr.Progress()):
         if not paths:
@@ -136,7 +152,7 @@ def build_demo(classifier: DefectClassifier) -> gr.Blocks:
                     image = UploadedImage(type="filepath", image_mode=None, label="Surface image")
                     button = gr.Button("Classify", variant="primary")
                 with gr.Column():
-                    label = gr.Label(num_top_classes=2, label="Probabilities")
+                    label = VerdictLabel(num_top_classes=2, label="Verdict and probabilities")
                     heat = gr.Image(type="numpy", label="Where the model sees a defect", interactive=False)
                     verdict = gr.Markdown()
             button.click(classify, inputs=image, outputs=[label, heat, verdict], api_name="predict")

@@ -29,7 +29,7 @@ def test_api_labels_examples_of_each_class(served, name):
     url, classifier = served
     label, overlay, verdict = Client(url, verbose=False).predict(handle_file(str(EXAMPLES / name)), api_name="/predict")
     truth = name.split("_")[0] if name.startswith("defects") else "no_defects"
-    assert label["label"] == truth, (name, label)
+    assert label["label"] == truth, (name, label)  # the headline is the verdict at the stored threshold
     confidences = {c["label"]: c["confidence"] for c in label["confidences"]}
     assert set(confidences) == {"defects", "no_defects"}
     assert confidences["defects"] + confidences["no_defects"] == pytest.approx(1.0, abs=1e-6)
