@@ -5,6 +5,9 @@ VENV := .venv
 PY := $(VENV)/bin/python
 DATA := data/synthetic
 RUN := runs/demo
+# The demo's small model reaches 0.99 validation recall only with very many false alarms, so the
+# demo asks for 0.9; `train` itself defaults to 0.99 (see README, "Model quality").
+DEMO_TRAIN_FLAGS ?= --target-recall 0.9
 export GRADIO_ANALYTICS_ENABLED := False
 export TF_CPP_MIN_LOG_LEVEL := 2
 
@@ -38,7 +41,7 @@ $(DATA)/train/metadata.csv: $(VENV)/.installed training/synthetic.py
 data: $(DATA)/train/metadata.csv
 
 $(RUN)/model/defect_config.json: $(DATA)/train/metadata.csv
-	$(PY) -m training train --data $(DATA) --out $(RUN) --backbone compact
+	$(PY) -m training train --data $(DATA) --out $(RUN) --backbone compact $(DEMO_TRAIN_FLAGS)
 
 train: $(RUN)/model/defect_config.json
 
