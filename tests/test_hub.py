@@ -119,6 +119,8 @@ def test_model_card_yaml_parses_and_holds_the_metrics(trained, hub, hf_token):
     assert results["recall"] == pytest.approx(metrics["recall"], abs=1e-4)
     assert 'keras.saving.load_model("hf://tester/carded")' in card.text
     assert f"{metrics['threshold']:.4f}"[:5] in card.text
+    assert "from_pretrained_keras(\"tester/carded\")" in card.text and "api_name=\"/predict\"" in card.text
+    assert "roc_curve.png" in card.text and "roc_curve.png" in hub.files("model", "tester/carded")
 
 
 def test_endpoint_handler_on_bytes_base64_and_pil(trained, tiny_data, tmp_path):

@@ -132,3 +132,13 @@ def test_splits_without_test_get_a_held_out_part(tmp_path):
     keep, hold = split_holdout(train, 0.25, seed=0)
     assert len(hold) == 8 and not set(map(id, keep)) & set(map(id, hold))
     assert {(s.defective, s.texture) for s in hold} == {(d, t) for d in (True, False) for t in ("grain", "cells")}
+
+
+def test_evaluation_plots_are_written_into_the_model_folder(trained):
+    from PIL import Image
+
+    out, _ = trained
+    for name in ("training_curves.png", "roc_curve.png", "confusion_matrix.png"):
+        image = Image.open(out / "model" / name)
+        assert image.size[0] > 200 and image.size[1] > 200
+        assert len(set(image.convert("L").getdata())) > 10  # a drawn figure, not a blank canvas

@@ -78,7 +78,7 @@ def main(argv=None) -> int:
     ev = sub.add_parser("evaluate", help="measure a saved model on a dataset's test split")
     ev.add_argument("--model", required=True, help="model folder or Hub repo id")
     ev.add_argument("--data", required=True, help="dataset folder or Hub dataset id")
-    ev.add_argument("--out", help="folder for metrics.json")
+    ev.add_argument("--out", help="folder for metrics.json and the ROC / confusion-matrix plots")
 
     pr = sub.add_parser("predict", help="classify images or folders into a CSV")
     pr.add_argument("--model", required=True, help="model folder or Hub repo id")
@@ -124,9 +124,10 @@ def main(argv=None) -> int:
             from space.inference import resolve_model_dir
 
             splits = load_splits(args.data)
-            metrics = evaluate_model(resolve_model_dir(args.model), splits.get("test") or splits["train"])
             if args.out:
                 Path(args.out).mkdir(parents=True, exist_ok=True)
+            metrics = evaluate_model(resolve_model_dir(args.model), splits.get("test") or splits["train"], plots_dir=args.out)
+            if args.out:
                 (Path(args.out) / "metrics.json").write_text(json.dumps(metrics, indent=2))
             print(json.dumps(metrics, indent=2))
         elif args.command == "predict":

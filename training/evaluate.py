@@ -75,10 +75,16 @@ def box_hit_rate(samples: list[Sample], results: list[Prediction]) -> tuple[floa
     return (float(np.mean(hits)) if hits else None), len(hits)
 
 
-def evaluate_model(model_dir, samples: list[Sample]) -> dict:
+def evaluate_model(model_dir, samples: list[Sample], plots_dir=None, history: dict | None = None) -> dict:
+    """Metrics of the saved model on `samples`; with `plots_dir`, also the evaluation plots there."""
+    from training.plots import write_plots
+
     classifier = DefectClassifier(model_dir)
     results = predict_samples(classifier, samples)
     labels = np.array([s.defective for s in samples])
-    metrics = compute_metrics(labels, [r.p_defects for r in results], classifier.threshold, [s.texture for s in samples])
+    p = [r.p_defects for r in results]
+    metrics = compute_metrics(labels, p, classifier.threshold, [s.texture for s in samples])
     metrics["box_hit_rate"], metrics["box_hit_n"] = box_hit_rate(samples, results)
+    if plots_dir is not None:
+        write_plots(plots_dir, labels, p, classifier.threshold, history)
     return metrics

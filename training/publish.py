@@ -14,7 +14,7 @@ from space.inference import CONFIG_FILE
 
 REQUIRED_MODEL_FILES = (
     "config.json", "metadata.json", "model.weights.h5", CONFIG_FILE, "metrics.json", "handler.py", "inference.py",
-    "saved_model.pb", "keras_metadata.pb",
+    "saved_model.pb", "keras_metadata.pb", "roc_curve.png", "confusion_matrix.png",
 )
 
 

@@ -247,7 +247,7 @@ def train(config: TrainConfig) -> dict:
     val_p = np.concatenate([trainer.predict_on_batch(b)["p_defects"].reshape(-1) for b in full_image_batches(v_images)])
     threshold = choose_threshold(v_labels, val_p, config.target_recall)
     model_dir = export_model(models.classifier, config, threshold, out / "model", history=history.history)
-    metrics = evaluate_model(model_dir, test_samples)
+    metrics = evaluate_model(model_dir, test_samples, plots_dir=model_dir, history=history.history)
     metrics.update(train_seconds=round(train_seconds, 1), epochs_run=len(history.history["loss"]))
     for path in (out / "metrics.json", model_dir / "metrics.json"):
         path.write_text(json.dumps(metrics, indent=2))

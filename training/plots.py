@@ -1,0 +1,61 @@
+"""Evaluation plots as PNG files: training curves, ROC curve, confusion matrix.
+
+Drawn with matplotlib and scikit-learn's displays; they go into the model folder, so the model
+card shows them and the Hub repo holds them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay  # noqa: E402
+
+PLOT_FILES = ("training_curves.png", "roc_curve.png", "confusion_matrix.png")
+
+
+def write_plots(folder, labels, p_defects, threshold: float, history: dict | None = None) -> list[Path]:
+    folder = Path(folder)
+    written = []
+    labels = np.asarray(labels).astype(int)
+    p_defects = np.asarray(p_defects)
+
+    if history:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        for key in ("loss", "seg_loss", "p_defects_loss"):
+            if key in history:
+                ax.plot(range(1, len(history[key]) + 1), history[key], label=key)
+        if "val_auc" in history:
+            ax2 = ax.twinx()
+            ax2.plot(range(1, len(history["val_auc"]) + 1), history["val_auc"], "k--", label="validation AUC")
+            ax2.set_ylabel("validation AUC")
+            ax2.legend(loc="center right")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("training loss")
+        ax.legend(loc="upper right")
+        written.append(_save(fig, folder / PLOT_FILES[0]))
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    RocCurveDisplay.from_predictions(labels, p_defects, pos_label=1, name="P(defects)", ax=ax)
+    ax.set_title("ROC on the test split")
+    written.append(_save(fig, folder / PLOT_FILES[1]))
+
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ConfusionMatrixDisplay.from_predictions(
+        labels, (p_defects >= threshold).astype(int), labels=[1, 0], display_labels=["defects", "no_defects"], ax=ax,
+        colorbar=False,
+    )
+    ax.set_title(f"Test split at threshold {threshold:.3f}")
+    written.append(_save(fig, folder / PLOT_FILES[2]))
+    return written
+
+
+def _save(fig, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
