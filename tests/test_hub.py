@@ -237,3 +237,25 @@ def test_legacy_from_pretrained_keras_gives_the_same_predictions(trained, tiny_d
     legacy = np.load(tmp_path / "p.npy").reshape(-1)
     local = [r.p_defects for r in DefectClassifier(out / "model").predict(list(images.astype(np.uint8)))]
     np.testing.assert_allclose(legacy, local, atol=1e-5)
+
+
+def test_export_rewrites_an_old_folder_that_push_refused(trained, tmp_path, tiny_data):
+    import shutil
+
+    from training.publish import check_model_folder
+
+    out, _ = trained
+    old = tmp_path / "old_model"
+    shutil.copytree(out / "model", old)
+    for name in ("saved_model.pb", "keras_metadata.pb", "handler.py"):
+        (old / name).unlink()
+    with pytest.raises(PublishError, match="missing handler.py, saved_model.pb, keras_metadata.pb"):
+        check_model_folder(old)
+    run = subprocess.run([sys.executable, "-m", "training", "export", "--model", str(old)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    check_model_folder(old)
+    images = _images(tiny_data, 2)
+    before = [r.p_defects for r in DefectClassifier(out / "model").predict(images)]
+    after = [r.p_defects for r in DefectClassifier(old).predict(images)]
+    np.testing.assert_allclose(before, after, atol=1e-6)
+    assert json.loads((old / "metrics.json").read_text()) == json.loads((out / "model" / "metrics.json").read_text())

@@ -1,4 +1,4 @@
-"""Command line: `python -m training {generate,train,evaluate,predict} ...`; `--help` on each."""
+"""Command line: `python -m training {generate,train,evaluate,predict,export,push,push-space}`; `--help` on each."""
 
 from __future__ import annotations
 
@@ -60,6 +60,9 @@ def main(argv=None) -> int:
     hub.add_argument("--dataset-repo", metavar="USER/NAME", help="also push the --data folder as this dataset repo")
     hub.add_argument("--private", action="store_true")
 
+    ex = sub.add_parser("export", help="re-write an existing model folder (tf-keras twin, handler, card)")
+    ex.add_argument("--model", required=True, help="the OUT/model folder")
+
     pu = sub.add_parser("push", help="push a model folder (and optionally its dataset) to the Hub")
     pu.add_argument("--model", required=True, help="the OUT/model folder")
     pu.add_argument("--repo", required=True, metavar="USER/NAME")
@@ -110,6 +113,10 @@ def main(argv=None) -> int:
             print(json.dumps({k: v for k, v in metrics.items() if k != "per_texture"}, indent=2))
             if args.push_to_hub or args.dataset_repo:
                 _push(Path(config.out) / "model", args.push_to_hub, config.data, args.dataset_repo, args.private)
+        elif args.command == "export":
+            from training.export import reexport
+
+            print(f"re-exported {reexport(args.model)}")
         elif args.command == "push":
             if bool(args.dataset) != bool(args.dataset_repo):
                 parser.error("--dataset and --dataset-repo go together")

@@ -70,3 +70,28 @@ def export_model(classifier: keras.Model, config: TrainConfig, threshold: float,
     if history:
         (model_dir.parent / "history.json").write_text(json.dumps(history, indent=2))
     return model_dir
+
+
+def reexport(model_dir) -> Path:
+    """Re-write an existing model folder with this version's extras (tf-keras twin, handler,
+    inference.py, card), keeping its weights, threshold, config, metrics and plots."""
+    import tempfile
+
+    from training.card import render_model_card
+
+    model_dir = Path(model_dir)
+    if not (model_dir / CONFIG_FILE).is_file():
+        raise FileNotFoundError(f"{model_dir / CONFIG_FILE} is missing: pass a folder written by `train`")
+    info = json.loads((model_dir / CONFIG_FILE).read_text())
+    config = TrainConfig.from_dict(info["training_config"])
+    classifier = keras.saving.load_model(model_dir, compile=False)
+    with tempfile.TemporaryDirectory() as keep:
+        kept = [p for p in model_dir.iterdir() if p.name == "metrics.json" or p.suffix == ".png"]
+        for path in kept:
+            shutil.copy(path, keep)
+        export_model(classifier, config, info["threshold"], model_dir)
+        for path in Path(keep).iterdir():
+            shutil.copy(path, model_dir / path.name)
+    if (model_dir / "metrics.json").is_file():
+        render_model_card(model_dir)
+    return model_dir
