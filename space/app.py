@@ -22,12 +22,19 @@ HERE = Path(__file__).resolve().parent
 # the app as `space.app`, so make `inference` importable the same way in every case.
 sys.path.insert(0, str(HERE))
 
-from inference import ROW_COLUMNS, DefectClassifier, ImageError, Prediction, predict_rows, read_image  # noqa: E402
+from inference import (  # noqa: E402
+    IMAGE_SUFFIXES,
+    ROW_COLUMNS,
+    DefectClassifier,
+    ImageError,
+    Prediction,
+    predict_rows,
+    read_image,
+)
 
 EXAMPLES_DIR = HERE / "examples"
 OVERLAY_COLOR = np.array([255, 40, 0], np.float32)
 BOX_COLOR = np.array([255, 230, 0], np.uint8)
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 MAX_BATCH = 500
 MAX_ZIP_MEMBER_BYTES = 64 * 1024 * 1024
 

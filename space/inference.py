@@ -22,6 +22,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 CONFIG_FILE = "defect_config.json"
 HEATMAP_LAYER = "seg_logits"
 MAX_PIXELS = 64_000_000
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 # A box is drawn around the heat map's peak region: cells above this fraction of the peak.
 BOX_FRACTION = 0.5
 

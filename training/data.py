@@ -29,10 +29,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from space.inference import ImageError, read_image
+from space.inference import IMAGE_SUFFIXES, ImageError, read_image
 
 CLASS_NAMES = ("defects", "no_defects")
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp"}
 EXPECTED_EXTRA_FILES = {"metadata.csv", "metadata.jsonl", "README.md", "labels.txt", "Labels.txt"}
 
 
