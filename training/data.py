@@ -49,7 +49,8 @@ class Ellipse:
     b: float
     angle: float
 
-    def contains(self, x: float, y: float) -> bool:
+    def contains(self, x, y):
+        """Whether (x, y) lies inside; scalars or numpy arrays of coordinates."""
         c, s = math.cos(self.angle), math.sin(self.angle)
         u, v = (x - self.cx) * c + (y - self.cy) * s, -(x - self.cx) * s + (y - self.cy) * c
         return (u / max(self.a, 1e-3)) ** 2 + (v / max(self.b, 1e-3)) ** 2 <= 1.0
@@ -57,11 +58,7 @@ class Ellipse:
     def mask(self, height: int, width: int, scale: float = 1.0) -> np.ndarray:
         """Boolean mask on a (height, width) grid whose cells are `scale` source pixels wide."""
         yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-        dx = (xx + 0.5) * scale - 0.5 - self.cx
-        dy = (yy + 0.5) * scale - 0.5 - self.cy
-        c, s = math.cos(self.angle), math.sin(self.angle)
-        u, v = dx * c + dy * s, -dx * s + dy * c
-        return (u / max(self.a, 1e-3)) ** 2 + (v / max(self.b, 1e-3)) ** 2 <= 1.0
+        return self.contains((xx + 0.5) * scale - 0.5, (yy + 0.5) * scale - 0.5)
 
     @classmethod
     def from_mask(cls, mask: np.ndarray) -> "Ellipse | None":

@@ -222,7 +222,8 @@ def train(config: TrainConfig) -> dict:
     for i, (s, scale) in enumerate(zip(fit_samples, scales)):
         if s.ellipse is not None:
             centres[i] = (s.ellipse.cy * scale, s.ellipse.cx * scale)
-    v_images, _, _, _, v_labels = _as_arrays(val_samples, config, "decoding validation")
+    v_images, _ = decode_gray(val_samples, config.image_size, desc="decoding validation")
+    v_labels = np.array([s.defective for s in val_samples], np.int64)
 
     models = build_compact(config)
     trainer = models.trainer
