@@ -14,10 +14,14 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-import gradio as gr
-import numpy as np
-
 HERE = Path(__file__).resolve().parent
+# Cached example outputs belong to this process's model: Gradio's default folder in the working
+# directory would serve results of an earlier model after re-training.
+os.environ.setdefault("GRADIO_EXAMPLES_CACHE", tempfile.mkdtemp(prefix="defect_examples_"))
+
+import gradio as gr  # noqa: E402
+import numpy as np  # noqa: E402
+
 # On a Space, and with `python space/app.py`, this folder is on the path already; tests import
 # the app as `space.app`, so make `inference` importable the same way in every case.
 sys.path.insert(0, str(HERE))
@@ -102,6 +106,8 @@ def expand_uploads(paths: list[str]) -> list[tuple[str, object]]:
 
 def overlay(image: np.ndarray, result: Prediction) -> np.ndarray:
     """The image with the defect heat map blended in red and the defect box outlined."""
+    if result.heatmap is None:
+        return image
     alpha = (0.6 * result.heatmap)[..., None]
     out = (image.astype(np.float32) * (1 - alpha) + OVERLAY_COLOR * alpha).astype(np.uint8)
     if result.box:
@@ -112,8 +118,12 @@ def overlay(image: np.ndarray, result: Prediction) -> np.ndarray:
     return out
 
 
-def build_demo(classifier: DefectClassifier) -> gr.Blocks:
+def build_demo(classifier: DefectClassifier, examples: list[str] | None = None) -> gr.Blocks:
+    """The app; `examples` defaults to the bundled ones. Example outputs are computed once at
+    start (cached in a folder of this process, so a new model never shows an old model's results)."""
     names = classifier.class_names
+    if examples is None:
+        examples, _ = example_files(None)
 
     def classify(image_path: str | None):
         if not image_path:
@@ -145,7 +155,6 @@ def build_demo(classifier: DefectClassifier) -> gr.Blocks:
             writer.writerows(rows)
         return [[row[c] for c in ROW_COLUMNS] for row in rows], csv_path
 
-    examples = sorted(str(p) for p in EXAMPLES_DIR.glob("*.png"))
     with gr.Blocks(title="Surface defect classifier") as demo:
         gr.Markdown(
             "# Surface defect classifier\n"
@@ -164,7 +173,8 @@ def build_demo(classifier: DefectClassifier) -> gr.Blocks:
                     verdict = gr.Markdown()
             button.click(classify, inputs=image, outputs=[label, heat, verdict], api_name="predict")
             if examples:
-                gr.Examples(examples=examples, inputs=image, outputs=[label, heat, verdict], fn=classify, cache_examples=False)
+                gr.Examples(examples=examples, inputs=image, outputs=[label, heat, verdict], fn=classify,
+                            cache_examples=True, cache_mode="eager")
         with gr.Tab("Batch"):
             files = gr.File(file_count="multiple", file_types=["image", ".zip"], label="Images or a zip of images")
             run_batch = gr.Button("Classify all", variant="primary")
@@ -174,14 +184,37 @@ def build_demo(classifier: DefectClassifier) -> gr.Blocks:
     return demo
 
 
-def configured_model_id() -> str | None:
-    """MODEL_ID, else the first `models:` entry of this Space's README (what push-space writes)."""
-    if os.environ.get("MODEL_ID"):
-        return os.environ["MODEL_ID"]
+def _configured(variable: str, card_field: str) -> str | None:
+    """An environment variable, else the first entry of a list in this Space's README metadata
+    (what push-space writes)."""
+    if os.environ.get(variable):
+        return os.environ[variable]
     from huggingface_hub import RepoCard
 
-    models = RepoCard.load(HERE / "README.md").data.to_dict().get("models") or []
-    return models[0] if models else None
+    values = RepoCard.load(HERE / "README.md").data.to_dict().get(card_field) or []
+    return values[0] if values else None
+
+
+def configured_model_id() -> str | None:
+    return _configured("MODEL_ID", "models")
+
+
+def example_files(dataset_id: str | None) -> tuple[list[str], str]:
+    """(example image paths, where they come from): the dataset repo's `examples/` when it is
+    reachable, else the bundled `examples/`. Downloads land in the Hub cache, so a restart
+    does not fetch them again."""
+    if dataset_id:
+        from huggingface_hub import snapshot_download
+
+        try:
+            folder = Path(snapshot_download(dataset_id, repo_type="dataset", allow_patterns=["examples/*"]))
+            found = sorted(str(p) for p in (folder / "examples").glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            if found:
+                return found, f"dataset {dataset_id}"
+            print(f"{dataset_id} has no examples/ folder: showing the bundled examples", file=sys.stderr)
+        except Exception as err:  # noqa: BLE001 - offline, private or missing: the Space still starts
+            print(f"cannot fetch examples from {dataset_id} ({type(err).__name__}): showing the bundled ones", file=sys.stderr)
+    return sorted(str(p) for p in EXAMPLES_DIR.glob("*.png")), "bundled examples"
 
 
 def main() -> None:
@@ -190,7 +223,9 @@ def main() -> None:
         sys.exit("no model: set MODEL_ID to a Hub model repo id (user/name) or a local model folder")
     classifier = DefectClassifier.from_pretrained(model_id)
     classifier.warm_up()
-    demo = build_demo(classifier)
+    examples, source = example_files(_configured("DATASET_ID", "datasets"))
+    print(f"examples: {len(examples)} from {source}")
+    demo = build_demo(classifier, examples)
     demo.queue(default_concurrency_limit=2)
     port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
     demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), server_port=port)

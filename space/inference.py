@@ -5,7 +5,9 @@ imports it, and the export step copies it into every model repo beside `handler.
 depend only on what a model repo holds (Keras files + `defect_config.json`), never on `training/`.
 
 The model's single sigmoid output is P(defects). Its layer `seg_logits` is a coarse map of where
-the defect is; the heat map and the box come from it.
+the defect is; the heat map and the box come from it. A model on a TF-Hub backbone is a tf-keras
+SavedModel without Keras 3 files and without such a map: it is loaded through
+`keras.layers.TFSMLayer` and gives verdicts without heat map or box.
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ class Prediction:
 
     p_defects: float
     label: str
-    heatmap: np.ndarray  # (H, W) in [0, 1], the original image's size
+    heatmap: np.ndarray | None  # (H, W) in [0, 1], the original image's size; None without a map
     box: tuple[int, int, int, int] | None  # x0, y0, x1, y1, only when label is the defect class
 
     def probabilities(self, class_names: list[str]) -> dict[str, float]:
@@ -144,10 +146,15 @@ class DefectClassifier:
         self.class_names: list[str] = self.config["class_names"]
         self.image_size: int = int(self.config["image_size"])
         self.threshold: float = float(self.config["threshold"])
-        self.model = keras.saving.load_model(model_dir, compile=False)
-        heat = self.model.get_layer(HEATMAP_LAYER).output
-        both = keras.Model(self.model.inputs, [self.model.outputs[0], heat])
-        self._run = tf.function(lambda x: both(x, training=False), reduce_retracing=True)
+        if (model_dir / "config.json").is_file():
+            self.model = keras.saving.load_model(model_dir, compile=False)
+            heat = self.model.get_layer(HEATMAP_LAYER).output
+            both = keras.Model(self.model.inputs, [self.model.outputs[0], heat])
+            self._run = tf.function(lambda x: both(x, training=False), reduce_retracing=True)
+        else:
+            serving = keras.layers.TFSMLayer(str(model_dir), call_endpoint="serving_default")
+            self.model = serving
+            self._run = tf.function(lambda x: (next(iter(serving(x).values())), None), reduce_retracing=True)
 
     @classmethod
     def from_pretrained(cls, model_id: str) -> "DefectClassifier":
@@ -169,18 +176,21 @@ class DefectClassifier:
         batch = np.stack([self._resize(img) for img in images]).astype(np.float32)
         probs, heat = self._run(batch)
         probs = np.asarray(probs).reshape(-1)
-        heat = 1.0 / (1.0 + np.exp(-np.asarray(heat)[..., 0]))
+        heat = [None] * len(images) if heat is None else 1.0 / (1.0 + np.exp(-np.asarray(heat)[..., 0]))
         results = []
         for image, p, h in zip(images, probs, heat):
             height, width = image.shape[:2]
             defective = bool(p >= self.threshold)
-            full = np.asarray(Image.fromarray(h.astype(np.float32)).resize((width, height), Image.BILINEAR))
+            full = None
+            if h is not None:
+                full = np.asarray(Image.fromarray(h.astype(np.float32)).resize((width, height), Image.BILINEAR))
+                full = np.clip(full, 0.0, 1.0)
             results.append(
                 Prediction(
                     p_defects=float(p),
                     label=self.class_names[0] if defective else self.class_names[1],
-                    heatmap=np.clip(full, 0.0, 1.0),
-                    box=defect_box(h, width, height) if defective else None,
+                    heatmap=full,
+                    box=defect_box(h, width, height) if defective and h is not None else None,
                 )
             )
         return results

@@ -31,7 +31,7 @@ def browser():
 def test_click_an_example_and_see_verdict_and_overlay(served, browser, tmp_path):
     url, _ = served
     page = browser.new_page(viewport={"width": 1280, "height": 900})
-    page.goto(url, wait_until="networkidle")
+    page.goto(url)  # not "networkidle": the queue keeps an event stream open
     page.get_by_text("Surface defect classifier").first.wait_for()
     # Gradio renders examples as a gallery of thumbnails; the first is defects_brushed.png.
     page.locator(".gallery-item, button.gallery-item, [data-testid='examples'] button").first.click()

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from space.inference import ImageError, read_image
-from training.data import DataError, Ellipse, decode_gray, load_splits
+from training.data import DataError, Ellipse, decode_images, load_splits
 
 
 def _png(path, value=128, size=(64, 64), mode="L"):
@@ -91,7 +91,7 @@ def test_hf_dataset_object(tmp_path):
     )
     splits = load_splits(datasets.DatasetDict({"train": ds, "test": ds}))
     assert [s.defective for s in splits["test"]] == [True, True, False, False]
-    gray, _ = decode_gray(splits["train"], 64)
+    gray, _ = decode_images(splits["train"], 64)
     assert gray.shape == (4, 64, 64) and gray[0].mean() == pytest.approx(10, abs=1)
 
 
@@ -122,7 +122,7 @@ def test_corrupt_images_are_all_listed(tmp_path):
     (root / "train" / "no_defects" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
     samples = load_splits(root)["train"]
     with pytest.raises(DataError) as err:
-        decode_gray(samples, 64)
+        decode_images(samples, 64)
     text = str(err.value)
     assert "2 image(s) cannot be read" in text
     assert "defects/0.png" in text and "no_defects/1.png" in text

@@ -165,13 +165,33 @@ def test_dataset_push_and_load_dataset_round_trip(tiny_data, hub, hf_token):
     assert {"image", "texture", "cx", "cy", "a", "b", "angle"} <= set(loaded["train"].column_names)
 
 
+def test_space_shows_the_dataset_repos_examples_and_falls_back_to_its_own(tiny_data, hub, hf_token):
+    from space import app
+    from training.publish import push_dataset
+
+    push_dataset(tiny_data, "tester/surfaces-examples")
+    pushed = {k: v for k, v in hub.files("dataset", "tester/surfaces-examples").items() if k.startswith("examples/")}
+    # One defective and one defect-free image per texture, the defective one with the largest ellipse.
+    assert sorted(pushed) == [f"examples/{c}_{t}.png" for c in ("defects", "no_defects") for t in ("brushed", "clouds")]
+    files, source = app.example_files("tester/surfaces-examples")
+    assert source == "dataset tester/surfaces-examples"
+    assert {f"examples/{p.split('/')[-1]}": open(p, "rb").read() for p in files} == pushed
+    bundled, _ = app.example_files(None)
+    assert app.example_files("tester/no-such-dataset") == (bundled, "bundled examples")
+    hub.faults.append(Fault("info", status=500, times=99))
+    try:
+        assert app.example_files("tester/surfaces-examples-2")[1] == "bundled examples"
+    finally:
+        hub.faults.clear()
+
+
 def test_push_space_uploads_the_folder_and_names_the_model(hub, hf_token, tmp_path):
     from huggingface_hub import RepoCard
 
     from training.publish import push_space
 
     space_dir = __import__("pathlib").Path(__file__).resolve().parents[1] / "space"
-    url = push_space(space_dir, "tester/defect-space", "tester/surface-defects")
+    url = push_space(space_dir, "tester/defect-space", "tester/surface-defects", dataset_repo="tester/surfaces")
     assert "/spaces/tester/defect-space/commit/" in url
     files = hub.files("space", "tester/defect-space")
     assert {"app.py", "inference.py", "requirements.txt", "README.md"} <= set(files)
@@ -181,6 +201,7 @@ def test_push_space_uploads_the_folder_and_names_the_model(hub, hf_token, tmp_pa
     readme.write_bytes(files["README.md"])
     data = RepoCard.load(readme).data.to_dict()
     assert data["sdk"] == "gradio" and data["models"] == ["tester/surface-defects"] and data["app_file"] == "app.py"
+    assert data["datasets"] == ["tester/surfaces"]
     assert hub.repos[("space", "tester/defect-space")].variables == {"MODEL_ID": "tester/surface-defects"}
 
 

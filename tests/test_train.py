@@ -137,8 +137,20 @@ def test_splits_without_test_get_a_held_out_part(tmp_path):
 def test_evaluation_plots_are_written_into_the_model_folder(trained):
     from PIL import Image
 
-    out, _ = trained
-    for name in ("training_curves.png", "roc_curve.png", "confusion_matrix.png"):
+    out, metrics = trained
+    names = ["training_curves.png", "roc_curve.png", "confusion_matrix.png"]
+    cm = np.array(metrics["confusion_matrix"]["rows_true_columns_predicted"])
+    if cm[0, 1] + cm[1, 0]:  # some test image is misclassified
+        names.append("worst_misclassified.png")
+        assert "worst_misclassified.png" in (out / "model" / "README.md").read_text()
+    for name in names:
         image = Image.open(out / "model" / name)
         assert image.size[0] > 200 and image.size[1] > 200
         assert len(set(image.convert("L").getdata())) > 10  # a drawn figure, not a blank canvas
+
+
+def test_the_box_lands_on_the_labelled_defect(trained):
+    """The box centre lies inside the labelled ellipse for >= 90 % of detected test defects."""
+    _, metrics = trained
+    assert metrics["box_hit_n"] >= 10, metrics  # enough detected defects for the rate to mean something
+    assert metrics["box_hit_rate"] >= 0.9, metrics

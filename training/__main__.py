@@ -35,7 +35,9 @@ def _add_dataclass_arguments(parser: argparse.ArgumentParser, cls) -> None:
         flag = "--" + f.name.replace("_", "-")
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         hint = hints[f.name]
-        if typing.get_origin(hint) is tuple:
+        if hint is bool:
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        elif typing.get_origin(hint) is tuple:
             inner = typing.get_args(hint)[0]
             group.add_argument(flag, type=inner, nargs="+", default=default, help=f"default: {' '.join(map(str, default))}")
         else:
@@ -75,6 +77,7 @@ def main(argv=None) -> int:
     ps = sub.add_parser("push-space", help="push space/ as a Gradio Space that loads --model-repo")
     ps.add_argument("--repo", required=True, metavar="USER/SPACE")
     ps.add_argument("--model-repo", required=True, metavar="USER/NAME")
+    ps.add_argument("--dataset-repo", metavar="USER/NAME", help="dataset repo whose examples/ the Space shows")
     ps.add_argument("--space-dir", default=str(Path(__file__).resolve().parents[1] / "space"))
     ps.add_argument("--private", action="store_true")
 
@@ -124,7 +127,7 @@ def main(argv=None) -> int:
         elif args.command == "push-space":
             from training.publish import push_space
 
-            print(f"pushed the Space: {push_space(args.space_dir, args.repo, args.model_repo, args.private)}")
+            print(f"pushed the Space: {push_space(args.space_dir, args.repo, args.model_repo, args.dataset_repo, args.private)}")
         elif args.command == "evaluate":
             from training.data import load_splits
             from training.evaluate import evaluate_model

@@ -42,6 +42,12 @@ def render_model_card(model_dir, repo_id: str = "USER/NAME", dataset_repo: str |
     ]
     cm = metrics["confusion_matrix"]["rows_true_columns_predicted"]
     rows += ["", f"Confusion matrix (rows: true defects / no_defects; columns: predicted): {cm}"]
+    if config["backbone"] == "compact":
+        origin, what = "trained from scratch", f"on {config['crop_size']}-px crops"
+    else:
+        origin = "frozen TF-Hub module" if config["backbone"].startswith("tfhub:") else f"frozen, weights {config['weights']!r}"
+        origin += (", top blocks fine-tuned" if config.get("fine_tune") else "")
+        what = "of a sigmoid head on cached backbone features"
     card = ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE),
@@ -52,15 +58,16 @@ def render_model_card(model_dir, repo_id: str = "USER/NAME", dataset_repo: str |
         target_recall=config["target_recall"],
         image_size=info["image_size"],
         heatmap_layer=info["heatmap_layer"],
-        data_description=f"`{dataset_name}` ({config['backbone']} backbone, trained from scratch)",
+        data_description=f"`{dataset_name}` ({config['backbone']} backbone, {origin})",
         training_summary=(
-            f"Backbone `{config['backbone']}`, {metrics.get('epochs_run', '?')} epochs on {config['crop_size']}-px crops "
+            f"Backbone `{config['backbone']}`, {metrics.get('epochs_run', '?')} epochs {what} "
             f"of {config['image_size']}-px images, {metrics.get('train_seconds', '?')} s on the training machine. "
             "Every setting, so the run can be repeated:"
         ),
         training_config=json.dumps(config, indent=2),
         n_test=metrics["n_test"],
         metrics_table="\n".join(rows),
+        worst_misclassified=(model_dir / "worst_misclassified.png").is_file(),
     )
     path = model_dir / "README.md"
     card.save(path)

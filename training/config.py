@@ -6,6 +6,12 @@ import dataclasses
 from dataclasses import dataclass, field
 
 
+BACKBONES = ("compact", "efficientnet_b0")
+HUB_PREFIX = "tfhub:"
+DISTRIBUTE = ("none", "mirrored", "multiworker")
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+
+
 @dataclass
 class TrainConfig:
     # data
@@ -15,7 +21,10 @@ class TrainConfig:
     test_fraction: float = 0.25  # used only when the data has no test split
     seed: int = 0
     # model
-    backbone: str = "compact"
+    backbone: str = "compact"  # or "efficientnet_b0", or "tfhub:HANDLE" (a TF-Hub feature-vector module)
+    weights: str = "imagenet"  # efficientnet_b0 only: "imagenet" (downloaded), "none", or a weights file
+    fine_tune: bool = False  # pretrained backbones: then unfreeze the top blocks at a low learning rate
+    fine_tune_epochs: int = 5
     image_size: int = 512
     widths: tuple[int, ...] = (16, 32, 32, 64, 64, 64, 64)
     norm: str = "instance"  # or "batch"
@@ -29,6 +38,8 @@ class TrainConfig:
     hard_negative_fraction: float = 0.5
     synthetic_fraction: float = 0.3  # defect-free crops that get a generic synthetic anomaly
     mine_every: int = 3
+    distribute: str = "none"  # or "mirrored" (all local devices), "multiworker" (TF_CONFIG cluster)
+    precision: str = "auto"  # compact: mixed precision where the hardware has it (see devices.py)
     # decision
     target_recall: float = 0.99
     class_names: tuple[str, str] = field(default=("defects", "no_defects"))
@@ -47,13 +58,30 @@ class TrainConfig:
 
     def validate(self) -> None:
         """Refuse settings that cannot work, before any long work starts."""
-        if self.backbone != "compact":
-            raise ValueError(f"unknown backbone {self.backbone!r}: this version trains 'compact'")
+        if self.backbone not in BACKBONES and not (self.backbone.startswith(HUB_PREFIX) and len(self.backbone) > len(HUB_PREFIX)):
+            raise ValueError(
+                f"unknown backbone {self.backbone!r}: choose compact, efficientnet_b0, or "
+                f"{HUB_PREFIX}HANDLE (a TF-Hub image feature-vector module URL or folder)"
+            )
+        if self.fine_tune and self.backbone != "efficientnet_b0":
+            raise ValueError(f"--fine-tune needs --backbone efficientnet_b0 (got {self.backbone})")
+        if self.distribute not in DISTRIBUTE:
+            raise ValueError(f"--distribute must be one of {', '.join(DISTRIBUTE)}, got {self.distribute!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.backbone == "efficientnet_b0" and self.weights not in ("imagenet", "none"):
+            from pathlib import Path
+
+            if not Path(self.weights).is_file():
+                raise ValueError(
+                    f"--weights {self.weights!r} is neither 'imagenet', 'none' nor an existing weights file"
+                )
         if not 0.0 < self.target_recall <= 1.0:
             raise ValueError(f"--target-recall must be in (0, 1], got {self.target_recall}")
         if self.image_size < 64 or self.image_size % 8:
+            # EfficientNet-B0 downsamples 32x; below 64 px its last map is 1x1 and the heat map is empty.
             raise ValueError(f"--image-size must be a multiple of 8 and at least 64, got {self.image_size}")
-        if not 32 <= self.crop_size <= self.image_size or self.crop_size % 8:
+        if self.backbone == "compact" and (not 32 <= self.crop_size <= self.image_size or self.crop_size % 8):
             raise ValueError(
                 f"--crop-size must be a multiple of 8 between 32 and --image-size ({self.image_size}), "
                 f"got {self.crop_size}"

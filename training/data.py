@@ -285,8 +285,11 @@ def _require_both_classes(samples: list[Sample], where) -> None:
             raise DataError(f"{where} has no {name} images: a classifier needs examples of both classes")
 
 
-def decode_gray(samples: list[Sample], size: int, desc: str = "decoding") -> tuple[np.ndarray, np.ndarray]:
-    """Decode samples into (N, size, size) uint8 grayscale plus each image's size/source scale.
+def decode_images(
+    samples: list[Sample], size: int, desc: str = "decoding", gray: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """Decode samples into (N, size, size) uint8 grayscale (or (N, size, size, 3) RGB with
+    `gray=False`) plus each image's size/source scale.
 
     Every unreadable image is listed in one error, so a dataset is fixed in one pass.
     """
@@ -296,11 +299,11 @@ def decode_gray(samples: list[Sample], size: int, desc: str = "decoding") -> tup
             rgb = read_image(sample.image)
         except ImageError as err:
             return err
-        gray = Image.fromarray(np.round(rgb.astype(np.float32).mean(-1)).astype(np.uint8))
-        scale = size / max(gray.size)
-        if gray.size != (size, size):
-            gray = gray.resize((size, size), Image.BILINEAR, reducing_gap=3.0)
-        return np.asarray(gray), scale
+        image = Image.fromarray(np.round(rgb.astype(np.float32).mean(-1)).astype(np.uint8) if gray else rgb)
+        scale = size / max(image.size)
+        if image.size != (size, size):
+            image = image.resize((size, size), Image.BILINEAR, reducing_gap=3.0)
+        return np.asarray(image), scale
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         results = list(tqdm(pool.map(decode, samples), total=len(samples), desc=desc, unit="img", leave=False))

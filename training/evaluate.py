@@ -5,6 +5,8 @@ Metrics come from scikit-learn; the decision threshold is the one stored with th
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from sklearn import metrics as skm
 from tqdm import tqdm
@@ -77,7 +79,7 @@ def box_hit_rate(samples: list[Sample], results: list[Prediction]) -> tuple[floa
 
 def evaluate_model(model_dir, samples: list[Sample], plots_dir=None, history: dict | None = None) -> dict:
     """Metrics of the saved model on `samples`; with `plots_dir`, also the evaluation plots there."""
-    from training.plots import write_plots
+    from training.plots import PLOT_FILES, write_plots, write_worst_misclassified
 
     classifier = DefectClassifier(model_dir)
     results = predict_samples(classifier, samples)
@@ -87,4 +89,10 @@ def evaluate_model(model_dir, samples: list[Sample], plots_dir=None, history: di
     metrics["box_hit_rate"], metrics["box_hit_n"] = box_hit_rate(samples, results)
     if plots_dir is not None:
         write_plots(plots_dir, labels, p, classifier.threshold, history)
+        wrong = [i for i, (y, q) in enumerate(zip(labels, p)) if y != (q >= classifier.threshold)]
+        images = {i: read_image(samples[i].image) for i in wrong}
+        write_worst_misclassified(
+            Path(plots_dir) / PLOT_FILES[3], [images.get(i) for i in range(len(samples))],
+            [Path(s.name).name for s in samples], labels, p, classifier.threshold, [r.heatmap for r in results],
+        )
     return metrics

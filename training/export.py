@@ -28,23 +28,40 @@ REPO_FILES = (
 )
 
 
-def save_legacy_twin(classifier: keras.Model, config: TrainConfig, model_dir: Path) -> None:
-    """Add a tf-keras SavedModel of the same network to the folder, for `from_pretrained_keras`.
+def legacy_twin(classifier: keras.Model, config: TrainConfig):
+    """The same network in tf-keras, for the legacy `huggingface_hub.from_pretrained_keras`.
 
     A Keras 3 `model.export()` SavedModel does not give tf-keras a model with `predict`, so the
-    architecture is rebuilt in tf-keras from the same definition and the weights are copied by
-    layer name. saved_model.pb, keras_metadata.pb, variables/ and fingerprint.pb sit beside the
-    Keras 3 files; each loader reads only its own.
+    architecture is rebuilt in tf-keras from the same definition (build_compact or
+    build_efficientnet) and the weights are copied in order. Its SavedModel files
+    (saved_model.pb, keras_metadata.pb, variables/, fingerprint.pb) sit beside the Keras 3 files;
+    each loader reads only its own.
     """
     import tf_keras
 
-    from training.model import build_compact
+    if config.backbone == "compact":
+        from training.model import build_compact
 
-    twin = build_compact(config, lib=tf_keras).classifier
-    for layer in classifier.layers:
-        if layer.weights:
-            twin.get_layer(layer.name).set_weights(layer.get_weights())
-    twin.save(str(model_dir), save_format="tf", include_optimizer=False)
+        twin = build_compact(config, lib=tf_keras).classifier
+    else:
+        from training.pretrained import build_efficientnet
+
+        twin, _ = build_efficientnet(config, lib=tf_keras)
+    for source, target in zip(_leaf_layers(classifier), _leaf_layers(twin), strict=True):
+        if source.weights:
+            target.set_weights(source.get_weights())
+    return twin
+
+
+def _leaf_layers(model):
+    """Layers in build order, nested models (EfficientNet) flattened. Copying layer by layer
+    keeps each layer's own weight order; whole-model weight lists order differently in Keras 3
+    and tf-keras once some layers are frozen."""
+    for layer in model.layers:
+        if hasattr(layer, "layers"):
+            yield from _leaf_layers(layer)
+        else:
+            yield layer
 
 
 def export_model(classifier: keras.Model, config: TrainConfig, threshold: float, model_dir, history=None) -> Path:
@@ -53,15 +70,19 @@ def export_model(classifier: keras.Model, config: TrainConfig, threshold: float,
         if any(model_dir.iterdir()) and not (model_dir / CONFIG_FILE).is_file():
             raise FileExistsError(f"{model_dir} exists and is not a model folder: choose another --out")
         shutil.rmtree(model_dir)
-    keras.saving.save_model(classifier, model_dir, zipped=False)
-    save_legacy_twin(classifier, config, model_dir)
+    if isinstance(classifier, keras.Model):
+        keras.saving.save_model(classifier, model_dir, zipped=False)
+        twin = legacy_twin(classifier, config)
+    else:  # a TF-Hub backbone: a tf-keras model only (see pretrained.py)
+        twin = classifier
+    twin.save(str(model_dir), save_format="tf", include_optimizer=False)
     info = {
         "class_names": list(config.class_names),
         "output": f"a single sigmoid unit: P({config.class_names[0]})",
         "input": "RGB or grayscale-as-RGB images, values 0-255, any size (resized inside the model)",
         "image_size": config.image_size,
         "threshold": threshold,
-        "heatmap_layer": HEATMAP_LAYER,
+        "heatmap_layer": HEATMAP_LAYER if isinstance(classifier, keras.Model) else None,
         "training_config": config.to_dict(),
     }
     (model_dir / CONFIG_FILE).write_text(json.dumps(info, indent=2))
@@ -84,6 +105,8 @@ def reexport(model_dir) -> Path:
         raise FileNotFoundError(f"{model_dir / CONFIG_FILE} is missing: pass a folder written by `train`")
     info = json.loads((model_dir / CONFIG_FILE).read_text())
     config = TrainConfig.from_dict(info["training_config"])
+    if not (model_dir / "config.json").is_file():
+        raise ValueError(f"{model_dir} holds a TF-Hub model (a tf-keras SavedModel only): re-train it to re-export")
     classifier = keras.saving.load_model(model_dir, compile=False)
     with tempfile.TemporaryDirectory() as keep:
         kept = [p for p in model_dir.iterdir() if p.name == "metrics.json" or p.suffix == ".png"]

@@ -68,15 +68,16 @@ def build_compact(config: TrainConfig, lib=keras) -> CompactModels:
             norm_layer(config.norm, f"norm{i}", layers),
             layers.ReLU(name=f"relu{i}"),
         ]
-    seg_head = layers.Conv2D(1, 1, name=HEATMAP_LAYER, bias_initializer=lib.initializers.Constant(-3.0))
+    # Outputs stay float32 under mixed precision: logits and probabilities need the range.
+    seg_head = layers.Conv2D(1, 1, name=HEATMAP_LAYER, bias_initializer=lib.initializers.Constant(-3.0), dtype="float32")
     pools = [
         layers.GlobalMaxPooling2D(name="seg_peak"),
         layers.GlobalAveragePooling2D(name="seg_mean"),
         layers.GlobalMaxPooling2D(name="feature_peak"),
         layers.GlobalAveragePooling2D(name="feature_mean"),
     ]
-    join = layers.Concatenate(name="decision_features")
-    decide = layers.Dense(1, activation="sigmoid", name=OUTPUT_LAYER)
+    join = layers.Concatenate(name="decision_features", dtype="float32")
+    decide = layers.Dense(1, activation="sigmoid", name=OUTPUT_LAYER, dtype="float32")
 
     def forward(x):
         for layer in body:
@@ -99,3 +100,12 @@ def build_compact(config: TrainConfig, lib=keras) -> CompactModels:
     _, _, p = forward(x)
     classifier = lib.Model(image, p, name="defect_classifier")
     return CompactModels(trainer, classifier, pooled_model)
+
+
+def as_float32(models: CompactModels, config: TrainConfig) -> CompactModels:
+    """The same weights in a float32 build: what is exported after mixed-precision training."""
+    fresh = build_compact(config)
+    for layer in models.classifier.layers:
+        if layer.weights:
+            fresh.classifier.get_layer(layer.name).set_weights(layer.get_weights())
+    return fresh

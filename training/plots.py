@@ -1,4 +1,4 @@
-"""Evaluation plots as PNG files: training curves, ROC curve, confusion matrix.
+"""Evaluation plots as PNG files: training curves, ROC curve, confusion matrix, worst mistakes.
 
 Drawn with matplotlib and scikit-learn's displays; they go into the model folder, so the model
 card shows them and the Hub repo holds them.
@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay  # noqa: E402
 
-PLOT_FILES = ("training_curves.png", "roc_curve.png", "confusion_matrix.png")
+PLOT_FILES = ("training_curves.png", "roc_curve.png", "confusion_matrix.png", "worst_misclassified.png")
 
 
 def write_plots(folder, labels, p_defects, threshold: float, history: dict | None = None) -> list[Path]:
@@ -26,7 +26,7 @@ def write_plots(folder, labels, p_defects, threshold: float, history: dict | Non
 
     if history:
         fig, ax = plt.subplots(figsize=(6, 4))
-        for key in ("loss", "seg_loss", "p_defects_loss"):
+        for key in ("loss", "seg_loss", "p_defects_loss", "val_loss", "fine_tune_loss", "fine_tune_val_loss"):
             if key in history:
                 ax.plot(range(1, len(history[key]) + 1), history[key], label=key)
         if "val_auc" in history:
@@ -35,7 +35,7 @@ def write_plots(folder, labels, p_defects, threshold: float, history: dict | Non
             ax2.set_ylabel("validation AUC")
             ax2.legend(loc="center right")
         ax.set_xlabel("epoch")
-        ax.set_ylabel("training loss")
+        ax.set_ylabel("loss")
         ax.legend(loc="upper right")
         written.append(_save(fig, folder / PLOT_FILES[0]))
 
@@ -52,6 +52,31 @@ def write_plots(folder, labels, p_defects, threshold: float, history: dict | Non
     ax.set_title(f"Test split at threshold {threshold:.3f}")
     written.append(_save(fig, folder / PLOT_FILES[2]))
     return written
+
+
+def write_worst_misclassified(path, images, names, labels, p_defects, threshold: float, heatmaps, limit: int = 8):
+    """The misclassified test images the model was most sure about, with its heat map on top.
+
+    Missed defects first (lowest P(defects)), then false alarms (highest); nothing is written
+    when every image is right.
+    """
+    labels = np.asarray(labels).astype(bool)
+    p = np.asarray(p_defects)
+    missed = [i for i in np.argsort(p) if labels[i] and p[i] < threshold]
+    alarms = [i for i in np.argsort(-p) if not labels[i] and p[i] >= threshold]
+    chosen = (missed[: limit // 2] + alarms[: limit // 2])[:limit]
+    chosen += (missed[limit // 2 :] + alarms[limit // 2 :])[: limit - len(chosen)]
+    if not chosen:
+        return None
+    fig, axes = plt.subplots(1, len(chosen), figsize=(2.6 * len(chosen), 3.0), squeeze=False)
+    for ax, i in zip(axes[0], chosen):
+        ax.imshow(images[i], cmap="gray")
+        if heatmaps[i] is not None:
+            ax.imshow(heatmaps[i], cmap="Reds", alpha=0.35, vmin=0, vmax=1)
+        kind = "missed defect" if labels[i] else "false alarm"
+        ax.set_title(f"{kind}\nP(defects)={p[i]:.2f}\n{names[i]}", fontsize=7)
+        ax.axis("off")
+    return _save(fig, Path(path))
 
 
 def _save(fig, path: Path) -> Path:

@@ -113,6 +113,7 @@ def push_model(model_dir, repo_id: str, dataset_repo: str | None = None, **kwarg
 def push_dataset(data_dir, repo_id: str, private: bool = False, token: str | None = None) -> str:
     """Push an imagefolder dataset (train/test, labels, texture, ellipses) as a `datasets` repo."""
     import datasets
+    from huggingface_hub import CommitOperationAdd, HfApi
 
     from training.data import CLASS_NAMES
 
@@ -120,13 +121,50 @@ def push_dataset(data_dir, repo_id: str, private: bool = False, token: str | Non
     ds = datasets.load_dataset("imagefolder", data_dir=str(data_dir))
     if not isinstance(ds["train"].features.get("label"), datasets.ClassLabel):
         ds = ds.cast_column("label", datasets.ClassLabel(names=list(CLASS_NAMES)))
+    examples = pick_examples(data_dir)
     try:
         ds.push_to_hub(repo_id, private=private, token=token, commit_message="Upload with python -m training push")
-        info = _dataset_card(repo_id, ds, token).push_to_hub(repo_id, repo_type="dataset", token=token,
-                                                             commit_message="Dataset card")
+        card = _dataset_card(repo_id, ds, token)
+        operations = [CommitOperationAdd("README.md", str(card).encode())] + [
+            CommitOperationAdd(f"{EXAMPLES_FOLDER}/{name}", data) for name, data in examples
+        ]
+        info = HfApi(token=token).create_commit(
+            repo_id, operations, repo_type="dataset", commit_message="Dataset card and the Space's example images"
+        ).commit_url
     except Exception as err:  # noqa: BLE001
         raise _explain(err, f"pushing the dataset {data_dir} to {repo_id}") from None
     return info
+
+
+EXAMPLES_FOLDER = "examples"
+
+
+def pick_examples(data_dir, per_texture: int = 1, limit: int = 14) -> list[tuple[str, bytes]]:
+    """PNG files for the Space's examples: per texture, its defective image with the largest
+    labelled defect and a defect-free one, from the test split if there is one."""
+    import io
+
+    from PIL import Image
+
+    from space.inference import read_image
+    from training.data import load_splits
+
+    splits = load_splits(data_dir)
+    samples = splits.get("test") or splits["train"]
+    textures = sorted({s.texture or "" for s in samples})
+    chosen = []
+    for texture in textures:
+        group = [s for s in samples if (s.texture or "") == texture]
+        defective = sorted((s for s in group if s.defective), key=lambda s: -(s.ellipse.a * s.ellipse.b if s.ellipse else 0))
+        good = [s for s in group if not s.defective]
+        chosen += [("defects", texture, s) for s in defective[:per_texture]]
+        chosen += [("no_defects", texture, s) for s in good[:per_texture]]
+    files = []
+    for i, (label, texture, sample) in enumerate(chosen[:limit]):
+        buffer = io.BytesIO()
+        Image.fromarray(read_image(sample.image)).convert("L" if sample.texture else "RGB").save(buffer, format="PNG")
+        files.append((f"{label}_{texture or i}.png", buffer.getvalue()))
+    return files
 
 
 def _dataset_card(repo_id: str, ds, token: str | None):
@@ -145,7 +183,7 @@ def _dataset_card(repo_id: str, ds, token: str | None):
         "Images of textured surfaces labelled `defects` or `no_defects` (ClassLabel, index 0 is `defects`), "
         "DAGM 2007 style: 512x512 8-bit grayscale. Columns: `image`, `label`, `texture`, and the defect ellipse "
         "`cx, cy, a, b, angle` in pixels (a weak localization label; empty for defect-free images).\n\n"
-        f"Splits: {sizes}.\n\n"
+        f"Splits: {sizes}. `{EXAMPLES_FOLDER}/` holds a few of the test images, which the Space shows as examples.\n\n"
         "Made by `python -m training generate` (seeded noise textures, seven families including radial streaks "
         "whose normal look has a dark spot at the centre; defects drawn inside a random ellipse: scratch, "
         "blotch, smooth intensity change, texture break, some faint), or, for a real dataset, read from its "
@@ -154,11 +192,16 @@ def _dataset_card(repo_id: str, ds, token: str | None):
     return card
 
 
-def push_space(space_dir, repo_id: str, model_repo: str, private: bool = False, token: str | None = None) -> str:
-    """Upload the Space folder with its README naming the model, then set its MODEL_ID variable.
+def push_space(
+    space_dir, repo_id: str, model_repo: str, dataset_repo: str | None = None, private: bool = False,
+    token: str | None = None,
+) -> str:
+    """Upload the Space folder with its README naming the model (and dataset), then set its
+    MODEL_ID variable.
 
     The folder is uploaded in one commit; the app reads MODEL_ID, or the README's `models:` entry
-    if the variable is not set, so the commit alone is enough to run.
+    if the variable is not set, so the commit alone is enough to run. With a dataset repo, the
+    app shows that repo's `examples/` images.
     """
     import shutil
     import tempfile
@@ -172,6 +215,8 @@ def push_space(space_dir, repo_id: str, model_repo: str, private: bool = False, 
         card = RepoCard.load(staged / "README.md")
         data = card.data.to_dict()
         data["models"] = [model_repo]
+        if dataset_repo:
+            data["datasets"] = [dataset_repo]
         card.data = SpaceCardData(**data)
         card.save(staged / "README.md")
         url = push_folder(staged, repo_id, repo_type="space", private=private, token=token, space_sdk="gradio",

@@ -23,12 +23,13 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
 from training.config import TrainConfig
-from training.data import DataError, Sample, decode_gray, load_splits
+from training.devices import make_strategy, resolve_precision
+from training.data import DataError, Sample, decode_images, load_splits
 from training.evaluate import choose_threshold, evaluate_model
 from training.export import export_model
 from training.augment import paste_anomaly
 from training.card import render_model_card
-from training.model import OUTPUT_LAYER, CompactModels, build_compact
+from training.model import OUTPUT_LAYER, CompactModels, as_float32, build_compact
 
 STRIDE = 8
 
@@ -37,7 +38,7 @@ def split_holdout(samples: list[Sample], fraction: float, seed: int) -> tuple[li
     """Split stratified by class and texture, so every surface is seen in both parts."""
     strata = [f"{s.defective}:{s.texture}" for s in samples]
     counts = {k: strata.count(k) for k in set(strata)}
-    if min(counts.values()) < 2:
+    if min(counts.values()) < 2 or round(fraction * len(samples)) < len(counts):
         strata = [str(s.defective) for s in samples]
     keep, hold = train_test_split(samples, test_size=fraction, random_state=seed, stratify=strata)
     return keep, hold
@@ -62,6 +63,33 @@ def defect_masks(samples: list[Sample], scales: np.ndarray, size: int) -> tuple[
             else:
                 masks[i] = sample.ellipse.mask(grid, grid, scale=STRIDE / scale)
     return masks, known
+
+
+# Inside an ellipse label most cells can be normal surface (a scratch crossing a wide ellipse), so
+# they are pulled towards "defect" only gently; the inside of a pasted anomaly is exact.
+WEAK_INSIDE_WEIGHT = 0.5
+EXACT_INSIDE_WEIGHT = 4.0
+
+
+class WeakSegmentationLoss(keras.losses.Loss):
+    """Per-cell cross-entropy plus "the defect is somewhere in the labelled region".
+
+    `y_true` packs three maps per crop: the region (ellipse or pasted anomaly), each cell's weight
+    (0 where unknown), and whether the crop holds a known region. A weak label such as a DAGM
+    ellipse says that a defect lies inside, not which cells show it, so besides the gentle per-cell
+    term the most defect-like cell inside the region must score high (multiple-instance learning),
+    whatever the region's shape.
+    """
+
+    def call(self, y_true, y_pred):
+        from keras import ops
+
+        region, weight, has_region = y_true[..., 0:1], y_true[..., 1:2], y_true[..., 2]
+        cells = ops.binary_crossentropy(region, y_pred, from_logits=True)
+        dense = ops.mean(weight * cells, axis=(1, 2, 3))
+        peak = ops.max(y_pred + (region - 1.0) * 1e4, axis=(1, 2, 3))
+        bag = ops.binary_crossentropy(ops.ones_like(peak), peak, from_logits=True)
+        return dense + has_region[:, 0, 0] * bag
 
 
 class CropSampler(keras.utils.PyDataset):
@@ -105,8 +133,7 @@ class CropSampler(keras.utils.PyDataset):
         chosen = order[index * c.batch_size : (index + 1) * c.batch_size]
         size, crop, g = self.images.shape[1], c.crop_size, c.crop_size // STRIDE
         x = np.empty((len(chosen), crop, crop, 1), np.float32)
-        seg = np.empty((len(chosen), g, g, 1), np.float32)
-        seg_w = np.empty((len(chosen), g, g), np.float32)
+        seg = np.zeros((len(chosen), g, g, 3), np.float32)  # see WeakSegmentationLoss
         y = self.labels[chosen].astype(np.float32)[:, None]
         for j, i in enumerate(chosen):
             cy, cx = self._centre(i, rng)
@@ -118,18 +145,21 @@ class CropSampler(keras.utils.PyDataset):
             image, mask = np.rot90(image, k), np.rot90(mask, k)
             if flip:
                 image, mask = image[:, ::-1], mask[:, ::-1]
-            known = self.known[i]
+            known, inside_weight = self.known[i], WEAK_INSIDE_WEIGHT
             if not self.labels[i] and rng.random() < c.synthetic_fraction:
                 d = self.good[rng.integers(len(self.good))]
                 dy, dx = rng.integers(0, size - crop + 1, size=2)
                 image, fine = paste_anomaly(image, np.rot90(self.images[d, dy : dy + crop, dx : dx + crop], int(rng.integers(4))), rng)
-                mask = fine.reshape(g, STRIDE, g, STRIDE).mean(axis=(1, 3))
-                y[j, 0], known = 1.0, 1.0
-            x[j, ..., 0], seg[j, ..., 0] = image, mask
-            # Defect pixels are few: weight them up so the map does not learn "never".
-            seg_w[j] = known * (1.0 + 3.0 * mask)
+                # A cell is defective if any of its pixels is: a thin line covers a quarter of a
+                # cell at most, and averaging would teach that lines deserve a quarter of a peak.
+                mask = fine.reshape(g, STRIDE, g, STRIDE).max(axis=(1, 3))
+                y[j, 0], known, inside_weight = 1.0, 1.0, EXACT_INSIDE_WEIGHT
+            x[j, ..., 0] = image
+            seg[j, ..., 0] = mask
+            seg[j, ..., 1] = known * np.where(mask > 0, inside_weight, 1.0)
+            seg[j, ..., 2] = known * float(mask.max() > 0)
         p_w = np.array([self.class_weight[int(v)] for v in y[:, 0]], np.float32)
-        return x, {"seg": seg, "p_defects": y}, {"seg": seg_w, "p_defects": p_w}
+        return x, {"seg": seg, "p_defects": y}, {"seg": np.ones(len(chosen), np.float32), "p_defects": p_w}
 
 
 class HardNegativeMiner(keras.callbacks.Callback):
@@ -137,7 +167,8 @@ class HardNegativeMiner(keras.callbacks.Callback):
 
     def __init__(self, sampler: CropSampler, trainer: keras.Model, every: int):
         super().__init__()
-        self.sampler, self.trainer, self.every = sampler, trainer, every
+        self.sampler, self.every = sampler, every
+        self.seg = whole_image_function(trainer, "seg")
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every:
@@ -147,7 +178,7 @@ class HardNegativeMiner(keras.callbacks.Callback):
         todo = np.flatnonzero((sampler.labels == 0) | (sampler.known == 0))
         for start in range(0, len(todo), 16):
             chosen = todo[start : start + 16]
-            seg = self.trainer.predict_on_batch(sampler.images[chosen, ..., None].astype(np.float32))["seg"][..., 0]
+            seg = self.seg(sampler.images[chosen, ..., None].astype(np.float32)).numpy()[..., 0]
             flat = seg.reshape(len(seg), -1).argmax(axis=1)
             cells = np.stack(np.unravel_index(flat, seg.shape[1:]), axis=1)
             sampler.peaks[chosen] = cells * STRIDE + STRIDE // 2
@@ -162,16 +193,23 @@ class WholeImageValidation(keras.callbacks.Callback):
 
     def __init__(self, trainer: keras.Model, images: np.ndarray, labels: np.ndarray):
         super().__init__()
-        self.trainer, self.images, self.labels = trainer, images, labels
+        self.images, self.labels = images, labels
+        self.seg = whole_image_function(trainer, "seg")
 
     def on_epoch_end(self, epoch, logs=None):
         peaks = np.concatenate(
-            [self.trainer.predict_on_batch(b)["seg"].max(axis=(1, 2, 3)) for b in full_image_batches(self.images)]
+            [self.seg(b).numpy().max(axis=(1, 2, 3)) for b in full_image_batches(self.images)]
         )
         auc = float(roc_auc_score(self.labels, peaks))
         if logs is not None:
             logs["val_auc"] = auc
         print(f"epoch {epoch + 1}: validation AUC of the defect-map peak {auc:.4f}", flush=True)
+
+
+def whole_image_function(trainer: keras.Model, output: str):
+    """One of the trainer's outputs on whole images, compiled once. A plain call, not
+    `predict_on_batch`, which under a MirroredStrategy would give each replica the whole batch."""
+    return tf.function(lambda x: trainer(x, training=False)[output], reduce_retracing=True)
 
 
 def full_image_batches(images: np.ndarray, batch_size: int = 16):
@@ -194,14 +232,56 @@ def fit_decision_head(models: CompactModels, images: np.ndarray, labels: np.ndar
 
 
 def _as_arrays(samples, config, desc):
-    images, scales = decode_gray(samples, config.image_size, desc=desc)
+    images, scales = decode_images(samples, config.image_size, desc=desc)
     masks, known = defect_masks(samples, scales, config.image_size)
     labels = np.array([s.defective for s in samples], np.int64)
     return images, scales, masks, known, labels
 
 
+def train_compact(config: TrainConfig, fit_samples, val_samples, strategy, out: Path):
+    """Train the compact net on crops; returns (classifier, history, validation P(defects))."""
+    images, scales, masks, known, labels = _as_arrays(fit_samples, config, "decoding train")
+    centres = np.zeros((len(fit_samples), 2), np.float32)
+    for i, (s, scale) in enumerate(zip(fit_samples, scales)):
+        if s.ellipse is not None:
+            centres[i] = (s.ellipse.cy * scale, s.ellipse.cx * scale)
+    v_images, _ = decode_images(val_samples, config.image_size, desc="decoding validation")
+    v_labels = np.array([s.defective for s in val_samples], np.int64)
+
+    sampler = CropSampler(images, masks, known, labels, centres, config)
+    policy = resolve_precision(config.precision)
+    print(f"compute precision: {policy}")
+    keras.mixed_precision.set_global_policy(policy)
+    with strategy.scope():
+        models = build_compact(config)
+        trainer = models.trainer
+        trainer.compile(
+            optimizer=keras.optimizers.Adam(
+                keras.optimizers.schedules.CosineDecay(config.learning_rate, config.epochs * len(sampler), alpha=0.05)
+            ),
+            loss={"seg": WeakSegmentationLoss(), "p_defects": keras.losses.BinaryCrossentropy()},
+            loss_weights={"seg": config.seg_loss_weight, "p_defects": 1.0},
+        )
+    callbacks = [
+        HardNegativeMiner(sampler, trainer, config.mine_every),
+        WholeImageValidation(trainer, v_images, v_labels),
+        keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.patience, restore_best_weights=True),
+        keras.callbacks.TensorBoard(log_dir=str(out / "logs")),
+    ]
+    try:
+        history = trainer.fit(sampler, epochs=config.epochs, callbacks=callbacks, verbose=2)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    models = as_float32(models, config)
+    fit_decision_head(models, images, labels, config.seed)
+    val_p = np.concatenate([models.trainer.predict_on_batch(b)["p_defects"].reshape(-1) for b in full_image_batches(v_images)])
+    return models.classifier, history.history, val_p
+
+
 def train(config: TrainConfig) -> dict:
     """Run the whole pipeline and return the test metrics; writes OUT/model and OUT/metrics.json."""
+    from training.pretrained import train_pretrained
+
     config.validate()
     started = time.time()
     out = Path(config.out)
@@ -217,39 +297,25 @@ def train(config: TrainConfig) -> dict:
 
     tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
-    images, scales, masks, known, labels = _as_arrays(fit_samples, config, "decoding train")
-    centres = np.zeros((len(fit_samples), 2), np.float32)
-    for i, (s, scale) in enumerate(zip(fit_samples, scales)):
-        if s.ellipse is not None:
-            centres[i] = (s.ellipse.cy * scale, s.ellipse.cx * scale)
-    v_images, _ = decode_gray(val_samples, config.image_size, desc="decoding validation")
-    v_labels = np.array([s.defective for s in val_samples], np.int64)
+    strategy = make_strategy(config.distribute)
+    print(f"training on {strategy.num_replicas_in_sync} replica(s) ({type(strategy).__name__})")
+    if config.backbone == "compact":
+        classifier, history, val_p = train_compact(config, fit_samples, val_samples, strategy, out)
+    else:
 
-    models = build_compact(config)
-    trainer = models.trainer
-    sampler = CropSampler(images, masks, known, labels, centres, config)
-    trainer.compile(
-        optimizer=keras.optimizers.Adam(
-            keras.optimizers.schedules.CosineDecay(config.learning_rate, config.epochs * len(sampler), alpha=0.05)
-        ),
-        loss={"seg": keras.losses.BinaryCrossentropy(from_logits=True), "p_defects": keras.losses.BinaryCrossentropy()},
-        loss_weights={"seg": config.seg_loss_weight, "p_defects": 1.0},
-    )
-    callbacks = [
-        HardNegativeMiner(sampler, trainer, config.mine_every),
-        WholeImageValidation(trainer, v_images, v_labels),
-        keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.patience, restore_best_weights=True),
-        keras.callbacks.TensorBoard(log_dir=str(out / "logs")),
-    ]
-    history = trainer.fit(sampler, epochs=config.epochs, callbacks=callbacks, verbose=2)
+        def callbacks():
+            return [
+                keras.callbacks.EarlyStopping(patience=config.patience, restore_best_weights=True),
+                keras.callbacks.TensorBoard(log_dir=str(out / "logs")),
+            ]
+
+        classifier, history, val_p = train_pretrained(config, fit_samples, val_samples, strategy, callbacks)
     train_seconds = time.time() - started
 
-    fit_decision_head(models, images, labels, config.seed)
-    val_p = np.concatenate([trainer.predict_on_batch(b)["p_defects"].reshape(-1) for b in full_image_batches(v_images)])
-    threshold = choose_threshold(v_labels, val_p, config.target_recall)
-    model_dir = export_model(models.classifier, config, threshold, out / "model", history=history.history)
-    metrics = evaluate_model(model_dir, test_samples, plots_dir=model_dir, history=history.history)
-    metrics.update(train_seconds=round(train_seconds, 1), epochs_run=len(history.history["loss"]))
+    threshold = choose_threshold([s.defective for s in val_samples], val_p, config.target_recall)
+    model_dir = export_model(classifier, config, threshold, out / "model", history=history)
+    metrics = evaluate_model(model_dir, test_samples, plots_dir=model_dir, history=history)
+    metrics.update(train_seconds=round(train_seconds, 1), epochs_run=len(history["loss"]))
     for path in (out / "metrics.json", model_dir / "metrics.json"):
         path.write_text(json.dumps(metrics, indent=2))
     render_model_card(model_dir)
