@@ -31,7 +31,7 @@ class TrainConfig:
     # training
     crop_size: int = 256
     batch_size: int = 16
-    epochs: int = 24
+    epochs: int = 32
     patience: int = 12
     learning_rate: float = 2e-3
     seg_loss_weight: float = 1.0

@@ -65,33 +65,6 @@ def defect_masks(samples: list[Sample], scales: np.ndarray, size: int) -> tuple[
     return masks, known
 
 
-# Inside an ellipse label most cells can be normal surface (a scratch crossing a wide ellipse), so
-# they are pulled towards "defect" only gently; the inside of a pasted anomaly is exact.
-WEAK_INSIDE_WEIGHT = 0.5
-EXACT_INSIDE_WEIGHT = 4.0
-
-
-class WeakSegmentationLoss(keras.losses.Loss):
-    """Per-cell cross-entropy plus "the defect is somewhere in the labelled region".
-
-    `y_true` packs three maps per crop: the region (ellipse or pasted anomaly), each cell's weight
-    (0 where unknown), and whether the crop holds a known region. A weak label such as a DAGM
-    ellipse says that a defect lies inside, not which cells show it, so besides the gentle per-cell
-    term the most defect-like cell inside the region must score high (multiple-instance learning),
-    whatever the region's shape.
-    """
-
-    def call(self, y_true, y_pred):
-        from keras import ops
-
-        region, weight, has_region = y_true[..., 0:1], y_true[..., 1:2], y_true[..., 2]
-        cells = ops.binary_crossentropy(region, y_pred, from_logits=True)
-        dense = ops.mean(weight * cells, axis=(1, 2, 3))
-        peak = ops.max(y_pred + (region - 1.0) * 1e4, axis=(1, 2, 3))
-        bag = ops.binary_crossentropy(ops.ones_like(peak), peak, from_logits=True)
-        return dense + has_region[:, 0, 0] * bag
-
-
 class CropSampler(keras.utils.PyDataset):
     """Batches of augmented crops with their stride-8 masks and loss weights.
 
@@ -133,7 +106,8 @@ class CropSampler(keras.utils.PyDataset):
         chosen = order[index * c.batch_size : (index + 1) * c.batch_size]
         size, crop, g = self.images.shape[1], c.crop_size, c.crop_size // STRIDE
         x = np.empty((len(chosen), crop, crop, 1), np.float32)
-        seg = np.zeros((len(chosen), g, g, 3), np.float32)  # see WeakSegmentationLoss
+        seg = np.empty((len(chosen), g, g, 1), np.float32)
+        seg_w = np.empty((len(chosen), g, g), np.float32)
         y = self.labels[chosen].astype(np.float32)[:, None]
         for j, i in enumerate(chosen):
             cy, cx = self._centre(i, rng)
@@ -145,7 +119,7 @@ class CropSampler(keras.utils.PyDataset):
             image, mask = np.rot90(image, k), np.rot90(mask, k)
             if flip:
                 image, mask = image[:, ::-1], mask[:, ::-1]
-            known, inside_weight = self.known[i], WEAK_INSIDE_WEIGHT
+            known = self.known[i]
             if not self.labels[i] and rng.random() < c.synthetic_fraction:
                 d = self.good[rng.integers(len(self.good))]
                 dy, dx = rng.integers(0, size - crop + 1, size=2)
@@ -153,13 +127,12 @@ class CropSampler(keras.utils.PyDataset):
                 # A cell is defective if any of its pixels is: a thin line covers a quarter of a
                 # cell at most, and averaging would teach that lines deserve a quarter of a peak.
                 mask = fine.reshape(g, STRIDE, g, STRIDE).max(axis=(1, 3))
-                y[j, 0], known, inside_weight = 1.0, 1.0, EXACT_INSIDE_WEIGHT
-            x[j, ..., 0] = image
-            seg[j, ..., 0] = mask
-            seg[j, ..., 1] = known * np.where(mask > 0, inside_weight, 1.0)
-            seg[j, ..., 2] = known * float(mask.max() > 0)
+                y[j, 0], known = 1.0, 1.0
+            x[j, ..., 0], seg[j, ..., 0] = image, mask
+            # Defect pixels are few: weight them up so the map does not learn "never".
+            seg_w[j] = known * (1.0 + 3.0 * mask)
         p_w = np.array([self.class_weight[int(v)] for v in y[:, 0]], np.float32)
-        return x, {"seg": seg, "p_defects": y}, {"seg": np.ones(len(chosen), np.float32), "p_defects": p_w}
+        return x, {"seg": seg, "p_defects": y}, {"seg": seg_w, "p_defects": p_w}
 
 
 class HardNegativeMiner(keras.callbacks.Callback):
@@ -259,7 +232,7 @@ def train_compact(config: TrainConfig, fit_samples, val_samples, strategy, out: 
             optimizer=keras.optimizers.Adam(
                 keras.optimizers.schedules.CosineDecay(config.learning_rate, config.epochs * len(sampler), alpha=0.05)
             ),
-            loss={"seg": WeakSegmentationLoss(), "p_defects": keras.losses.BinaryCrossentropy()},
+            loss={"seg": keras.losses.BinaryCrossentropy(from_logits=True), "p_defects": keras.losses.BinaryCrossentropy()},
             loss_weights={"seg": config.seg_loss_weight, "p_defects": 1.0},
         )
     callbacks = [
