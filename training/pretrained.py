@@ -26,8 +26,8 @@ from tqdm import tqdm
 
 from space.inference import HEATMAP_LAYER
 from training.config import HUB_PREFIX, TrainConfig
+from training.model import OUTPUT_LAYER
 
-OUTPUT_LAYER = "p_defects"
 FEATURES_LAYER = "pooled_features"
 IMAGENET_HELP = (
     "pass --weights PATH to a local efficientnetb0_notop.h5 (from "
@@ -137,9 +137,9 @@ def image_pipeline(images, labels, config: TrainConfig, training: bool) -> tf.da
     return data.batch(config.batch_size).prefetch(tf.data.AUTOTUNE)
 
 
-def class_weights(labels: np.ndarray) -> dict[int, float]:
-    pos = float(labels.mean())
-    return {1: 0.5 / pos, 0: 0.5 / (1 - pos)}
+def class_weights(positive_share: float) -> dict[int, float]:
+    """Weights that give both classes half of the loss."""
+    return {1: 0.5 / positive_share, 0: 0.5 / (1 - positive_share)}
 
 
 def train_head(features, labels, v_features, v_labels, config: TrainConfig, strategy, callbacks):
@@ -151,7 +151,7 @@ def train_head(features, labels, v_features, v_labels, config: TrainConfig, stra
         head.compile(optimizer=keras.optimizers.Adam(config.learning_rate), loss="binary_crossentropy")
     history = head.fit(
         features, labels.astype(np.float32), validation_data=(v_features, v_labels.astype(np.float32)),
-        batch_size=config.batch_size, epochs=config.epochs, class_weight=class_weights(labels),
+        batch_size=config.batch_size, epochs=config.epochs, class_weight=class_weights(float(labels.mean())),
         callbacks=callbacks(), verbose=2, shuffle=True,
     )
     return head, history.history
@@ -173,7 +173,7 @@ def fine_tune(classifier, backbone_name: str, data, config: TrainConfig, strateg
     history = classifier.fit(
         image_pipeline(images, labels, config, training=True),
         validation_data=image_pipeline(v_images, v_labels, config, training=False),
-        epochs=config.fine_tune_epochs, class_weight=class_weights(labels), callbacks=callbacks(), verbose=2,
+        epochs=config.fine_tune_epochs, class_weight=class_weights(float(labels.mean())), callbacks=callbacks(), verbose=2,
     )
     return {f"fine_tune_{k}": v for k, v in history.history.items()}
 

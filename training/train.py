@@ -30,6 +30,7 @@ from training.export import export_model
 from training.augment import paste_anomaly
 from training.card import render_model_card
 from training.model import OUTPUT_LAYER, CompactModels, as_float32, build_compact
+from training.pretrained import class_weights, train_pretrained
 
 STRIDE = 8
 
@@ -80,7 +81,7 @@ class CropSampler(keras.utils.PyDataset):
         self.epoch = 0
         self.good = np.flatnonzero(labels == 0)
         pos = labels.mean() + (1 - labels.mean()) * config.synthetic_fraction
-        self.class_weight = {1: 0.5 / pos, 0: 0.5 / (1 - pos)}
+        self.class_weight = class_weights(pos)
 
     def __len__(self):
         return math.ceil(len(self.images) / self.config.batch_size)
@@ -253,8 +254,6 @@ def train_compact(config: TrainConfig, fit_samples, val_samples, strategy, out: 
 
 def train(config: TrainConfig) -> dict:
     """Run the whole pipeline and return the test metrics; writes OUT/model and OUT/metrics.json."""
-    from training.pretrained import train_pretrained
-
     config.validate()
     started = time.time()
     out = Path(config.out)
