@@ -28,6 +28,8 @@ from training.synthetic import GenerateConfig, generate  # noqa: E402
 
 # Two surfaces on which a short run learns reliably; the full model is measured in benchmarks.
 TINY_TEXTURES = ("clouds", "brushed")
+# 20 epochs of 7 batches (~one pass over the tiny training split each), validated every epoch.
+SHORT_RUN = dict(epochs=20, steps_per_epoch=7, patience=20, crop_size=192, mine_every=3, validate_every=1)
 
 
 @pytest.fixture(scope="session")
@@ -45,9 +47,7 @@ def trained(tiny_data, tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("run")
     # A short run learns more per second from smaller crops than the full run's default; with ~9
     # validation defects a high recall target would put the threshold on one image's score.
-    config = TrainConfig(
-        data=str(tiny_data), out=str(out), epochs=20, patience=20, crop_size=192, target_recall=0.5, seed=3
-    )
+    config = TrainConfig(data=str(tiny_data), out=str(out), **SHORT_RUN, target_recall=0.5, seed=3)
     metrics = train(config)
     return out, metrics
 

@@ -229,7 +229,7 @@ def test_mirrored_strategy_trains_on_two_cpu_devices(tiny_data, tmp_path, backbo
     args = ["train", "--data", str(tiny_data), "--out", str(tmp_path), "--backbone", backbone, "--weights", "none",
             "--distribute", "mirrored", "--epochs", "1", "--target-recall", "0.5"]
     if backbone == "compact":
-        args += ["--image-size", "128", "--crop-size", "64", "--mine-every", "1"]
+        args += ["--image-size", "128", "--crop-size", "64", "--mine-every", "1", "--steps-per-epoch", "7"]
     else:
         args += ["--image-size", "64"]
     result = subprocess.run([sys.executable, "-c", MIRRORED, *args], cwd=ROOT, capture_output=True, text=True,

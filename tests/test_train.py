@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from space.inference import DefectClassifier, read_image
+from tests.conftest import SHORT_RUN
 from training.config import TrainConfig
 from training.data import DataError, load_splits
 from training.evaluate import choose_threshold
@@ -89,6 +90,8 @@ def test_predict_cli_reports_bad_files_and_predicts_the_rest(trained, tiny_data,
         ({"backbone": "resnet9000"}, "unknown backbone"),
         ({"image_size": 30}, "image-size"),
         ({"crop_size": 1024}, "crop-size"),
+        ({"steps_per_epoch": 0}, "steps-per-epoch"),
+        ({"validate_every": 0}, "validate-every"),
     ],
 )
 def test_bad_settings_are_refused_before_work(change, message):
@@ -161,8 +164,7 @@ def test_the_box_lands_on_the_labelled_defect(tmp_path):
 
     data = tmp_path / "data"
     generate(GenerateConfig(data, seed=2, per_texture_good=40, per_texture_defective=40, textures=("grain", "weave")))
-    metrics = train(TrainConfig(data=str(data), out=str(tmp_path / "run"), epochs=20, patience=20, crop_size=192,
-                                target_recall=0.9, seed=3))
+    metrics = train(TrainConfig(data=str(data), out=str(tmp_path / "run"), **SHORT_RUN, target_recall=0.9, seed=3))
     assert metrics["box_hit_n"] >= 15, metrics  # enough detected defects for the rate to mean something
     assert metrics["box_hit_rate"] >= 0.9, metrics
 
@@ -173,7 +175,7 @@ def test_the_same_seed_gives_the_same_model_and_metrics(tiny_data, tmp_path):
     runs = []
     for name in ("a", "b"):
         config = TrainConfig(data=str(tiny_data), out=str(tmp_path / name), image_size=128, crop_size=64, epochs=3,
-                             mine_every=1, target_recall=0.5, seed=7)
+                             steps_per_epoch=7, mine_every=1, target_recall=0.5, seed=7)
         metrics = train(config)
         weights = keras.saving.load_model(tmp_path / name / "model").get_weights()
         runs.append(({k: v for k, v in metrics.items() if k != "train_seconds"}, weights))

@@ -17,17 +17,23 @@ KINDS = ("patch", "intensity", "line")
 
 
 def _blob_mask(rng: np.random.Generator, size: int) -> np.ndarray:
-    """An irregular region of 1-15 % of the crop, soft-edged, values in [0, 1]."""
-    sigma = rng.uniform(4, 12)
+    """An irregular region of 1-15 % of the crop, soft-edged, values in [0, 1].
+
+    The region is smooth, so it is drawn on a 4x coarser grid and enlarged: 16x less work in
+    the batch preparation, which shares the CPU with the training step.
+    """
+    coarse = max(size // 4, 8)
+    sigma = rng.uniform(4, 12) * coarse / size
     for _ in range(20):
-        field = ndimage.gaussian_filter(rng.standard_normal((size, size)), sigma)
+        field = ndimage.gaussian_filter(rng.standard_normal((coarse, coarse)), sigma)
         field = (field - field.mean()) / (field.std() + 1e-8)
         region = field > rng.uniform(1.2, 2.2)
         labels, n = ndimage.label(region)
         if n:
             sizes = ndimage.sum(region, labels, range(1, n + 1))
             keep = labels == (1 + int(np.argmax(sizes)))
-            if 0.01 * size * size <= keep.sum() <= 0.15 * size * size:
+            if 0.01 * coarse * coarse <= keep.sum() <= 0.15 * coarse * coarse:
+                keep = ndimage.zoom(keep.astype(np.float32), size / coarse, order=1) > 0.5
                 return ndimage.gaussian_filter(keep.astype(np.float32), 1.5) * keep
     yy, xx = np.mgrid[0:size, 0:size]
     r = size * rng.uniform(0.08, 0.15)

@@ -31,13 +31,15 @@ class TrainConfig:
     # training
     crop_size: int = 256
     batch_size: int = 16
-    epochs: int = 32
-    patience: int = 12
+    epochs: int = 64
+    steps_per_epoch: int = 50  # compact: batches per epoch, whatever the dataset size
+    patience: int = 20  # epochs without a better validation score before stopping
     learning_rate: float = 2e-3
     seg_loss_weight: float = 1.0
     hard_negative_fraction: float = 0.5
     synthetic_fraction: float = 0.3  # defect-free crops that get a generic synthetic anomaly
-    mine_every: int = 3
+    mine_every: int = 6  # compact: epochs between hard-negative searches over whole images
+    validate_every: int = 2  # compact: epochs between whole-image validations (and the last)
     distribute: str = "none"  # or "mirrored" (all local devices), "multiworker" (TF_CONFIG cluster)
     precision: str = "auto"  # compact: mixed precision where the hardware has it (see devices.py)
     # decision
@@ -88,5 +90,6 @@ class TrainConfig:
             )
         if not 0.0 < self.val_fraction < 0.5:
             raise ValueError(f"--val-fraction must be in (0, 0.5), got {self.val_fraction}")
-        if self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("--epochs and --batch-size must be at least 1")
+        for name in ("epochs", "steps_per_epoch", "batch_size", "mine_every", "validate_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")

@@ -31,7 +31,9 @@ def write_plots(folder, labels, p_defects, threshold: float, history: dict | Non
                 ax.plot(range(1, len(history[key]) + 1), history[key], label=key)
         if "val_auc" in history:
             ax2 = ax.twinx()
-            ax2.plot(range(1, len(history["val_auc"]) + 1), history["val_auc"], "k--", label="validation AUC")
+            # The compact backbone validates every few epochs only; the others leave no gaps.
+            scored = [(epoch, auc) for epoch, auc in enumerate(history["val_auc"], 1) if auc is not None]
+            ax2.plot(*zip(*scored), "k.--", label="validation AUC")
             ax2.set_ylabel("validation AUC")
             ax2.legend(loc="center right")
         ax.set_xlabel("epoch")

@@ -11,7 +11,6 @@ with only a class label still train the decision (multiple-instance style).
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 
@@ -69,7 +68,9 @@ def defect_masks(samples: list[Sample], scales: np.ndarray, size: int) -> tuple[
 class CropSampler(keras.utils.PyDataset):
     """Batches of augmented crops with their stride-8 masks and loss weights.
 
-    Each batch is drawn from its own seeded generator, so a run is repeatable for a seed.
+    An epoch is a fixed number of batches of images drawn at random, so training time does not
+    grow with the dataset. Each batch comes from its own seeded generator, so a run is
+    repeatable for a seed.
     """
 
     def __init__(self, images, masks, known, labels, ellipse_centres, config: TrainConfig):
@@ -84,7 +85,7 @@ class CropSampler(keras.utils.PyDataset):
         self.class_weight = class_weights(pos)
 
     def __len__(self):
-        return math.ceil(len(self.images) / self.config.batch_size)
+        return self.config.steps_per_epoch
 
     def on_epoch_end(self):
         self.epoch += 1
@@ -103,8 +104,7 @@ class CropSampler(keras.utils.PyDataset):
     def __getitem__(self, index):
         c = self.config
         rng = np.random.default_rng([c.seed, self.epoch, index])
-        order = np.random.default_rng([c.seed, self.epoch]).permutation(len(self.images))
-        chosen = order[index * c.batch_size : (index + 1) * c.batch_size]
+        chosen = rng.choice(len(self.images), size=min(c.batch_size, len(self.images)), replace=False)
         size, crop, g = self.images.shape[1], c.crop_size, c.crop_size // STRIDE
         x = np.empty((len(chosen), crop, crop, 1), np.float32)
         seg = np.empty((len(chosen), g, g, 1), np.float32)
@@ -159,25 +159,44 @@ class HardNegativeMiner(keras.callbacks.Callback):
 
 
 class WholeImageValidation(keras.callbacks.Callback):
-    """Score each whole validation image by the peak of its defect map; log `val_auc`.
+    """Every few epochs, score each whole validation image by the peak of its defect map; keep the
+    best weights by that AUC and stop after `patience` epochs without a better one.
 
     The peak is what the decision rests on, and unlike the crop-trained decision layer it means
     the same on a crop and on a whole image, so it is the right thing to select epochs by.
+    Validating every epoch would cost a tenth of the training time; the last epoch is always scored.
     """
 
-    def __init__(self, trainer: keras.Model, images: np.ndarray, labels: np.ndarray):
+    def __init__(self, trainer: keras.Model, images: np.ndarray, labels: np.ndarray, every: int, patience: int):
         super().__init__()
-        self.images, self.labels = images, labels
+        self.images, self.labels, self.every, self.patience = images, labels, every, patience
         self.seg = whole_image_function(trainer, "seg")
+        self.scores: dict[int, float] = {}
+        self.best_weights = None
 
     def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every and epoch + 1 != self.params["epochs"]:
+            return
         peaks = np.concatenate(
             [self.seg(b).numpy().max(axis=(1, 2, 3)) for b in full_image_batches(self.images)]
         )
-        auc = float(roc_auc_score(self.labels, peaks))
+        auc = self.scores[epoch] = float(roc_auc_score(self.labels, peaks))
         if logs is not None:
-            logs["val_auc"] = auc
+            logs["val_auc"] = auc  # for TensorBoard; the history gets the full series at the end
         print(f"epoch {epoch + 1}: validation AUC of the defect-map peak {auc:.4f}", flush=True)
+        best = max(self.scores, key=self.scores.get)
+        if best == epoch:
+            self.best_weights = self.model.get_weights()
+        elif epoch - best >= self.patience:
+            self.model.stop_training = True
+
+    def on_train_end(self, logs=None):
+        best = max(self.scores, key=self.scores.get)
+        print(f"keeping the weights of epoch {best + 1} (validation AUC {self.scores[best]:.4f})")
+        self.model.set_weights(self.best_weights)
+
+    def history(self, epochs_run: int) -> list[float | None]:
+        return [self.scores.get(epoch) for epoch in range(epochs_run)]
 
 
 def whole_image_function(trainer: keras.Model, output: str):
@@ -236,20 +255,21 @@ def train_compact(config: TrainConfig, fit_samples, val_samples, strategy, out: 
             loss={"seg": keras.losses.BinaryCrossentropy(from_logits=True), "p_defects": keras.losses.BinaryCrossentropy()},
             loss_weights={"seg": config.seg_loss_weight, "p_defects": 1.0},
         )
+    validation = WholeImageValidation(trainer, v_images, v_labels, config.validate_every, config.patience)
     callbacks = [
         HardNegativeMiner(sampler, trainer, config.mine_every),
-        WholeImageValidation(trainer, v_images, v_labels),
-        keras.callbacks.EarlyStopping(monitor="val_auc", mode="max", patience=config.patience, restore_best_weights=True),
+        validation,
         keras.callbacks.TensorBoard(log_dir=str(out / "logs")),
     ]
     try:
-        history = trainer.fit(sampler, epochs=config.epochs, callbacks=callbacks, verbose=2)
+        history = trainer.fit(sampler, epochs=config.epochs, callbacks=callbacks, verbose=2).history
     finally:
         keras.mixed_precision.set_global_policy("float32")
+    history["val_auc"] = validation.history(len(history["loss"]))
     models = as_float32(models, config)
     fit_decision_head(models, images, labels, config.seed)
     val_p = np.concatenate([models.trainer.predict_on_batch(b)["p_defects"].reshape(-1) for b in full_image_batches(v_images)])
-    return models.classifier, history.history, val_p
+    return models.classifier, history, val_p
 
 
 def train(config: TrainConfig) -> dict:
