@@ -37,3 +37,10 @@ def resolve_precision(kind: str) -> str:
     cpuinfo = Path("/proc/cpuinfo")
     flags = cpuinfo.read_text() if cpuinfo.is_file() else ""
     return "mixed_bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+
+
+def compiled_call(model) -> tf.types.experimental.PolymorphicFunction:
+    """The model on one batch, in inference mode, compiled once. A plain call, not
+    `predict_on_batch`, which under a MirroredStrategy gives every replica the whole batch and
+    returns it once per replica."""
+    return tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)

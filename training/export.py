@@ -18,6 +18,7 @@ import keras
 import space.inference
 from space.inference import CONFIG_FILE, HEATMAP_LAYER
 from training.config import TrainConfig
+from training.model import copy_weights
 
 # Files every model repo carries so it runs without this project: the Inference Endpoints handler,
 # its requirements, and the one inference implementation (the Space's own).
@@ -47,21 +48,8 @@ def legacy_twin(classifier: keras.Model, config: TrainConfig):
         from training.pretrained import build_efficientnet
 
         twin, _ = build_efficientnet(config, lib=tf_keras)
-    for source, target in zip(_leaf_layers(classifier), _leaf_layers(twin), strict=True):
-        if source.weights:
-            target.set_weights(source.get_weights())
+    copy_weights(classifier, twin)
     return twin
-
-
-def _leaf_layers(model):
-    """Layers in build order, nested models (EfficientNet) flattened. Copying layer by layer
-    keeps each layer's own weight order; whole-model weight lists order differently in Keras 3
-    and tf-keras once some layers are frozen."""
-    for layer in model.layers:
-        if hasattr(layer, "layers"):
-            yield from _leaf_layers(layer)
-        else:
-            yield layer
 
 
 def export_model(classifier: keras.Model, config: TrainConfig, threshold: float, model_dir, history=None) -> Path:

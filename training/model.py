@@ -105,7 +105,23 @@ def build_compact(config: TrainConfig, lib=keras) -> CompactModels:
 def as_float32(models: CompactModels, config: TrainConfig) -> CompactModels:
     """The same weights in a float32 build: what is exported after mixed-precision training."""
     fresh = build_compact(config)
-    for layer in models.classifier.layers:
-        if layer.weights:
-            fresh.classifier.get_layer(layer.name).set_weights(layer.get_weights())
+    copy_weights(models.classifier, fresh.classifier)
     return fresh
+
+
+def copy_weights(source, target) -> None:
+    """Copy weights between two builds of one definition (Keras 3 or tf-keras), layer by layer in
+    build order, nested models (EfficientNet) flattened. Layer by layer keeps each layer's own
+    weight order; whole-model weight lists order differently in Keras 3 and tf-keras once some
+    layers are frozen."""
+    for source_layer, target_layer in zip(_leaf_layers(source), _leaf_layers(target), strict=True):
+        if source_layer.weights:
+            target_layer.set_weights(source_layer.get_weights())
+
+
+def _leaf_layers(model):
+    for layer in model.layers:
+        if hasattr(layer, "layers"):
+            yield from _leaf_layers(layer)
+        else:
+            yield layer

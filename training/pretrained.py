@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from space.inference import HEATMAP_LAYER
 from training.config import HUB_PREFIX, TrainConfig
+from training.devices import compiled_call
 from training.model import OUTPUT_LAYER
 
 FEATURES_LAYER = "pooled_features"
@@ -206,9 +207,7 @@ def train_pretrained(config: TrainConfig, fit_samples, val_samples, strategy, ca
         with strategy.scope():
             weights = None if config.weights == "none" else config.weights
             classifier, features = build_efficientnet(config, weights=weights)
-        # A plain compiled call: `predict_on_batch` under a MirroredStrategy would give every
-        # replica the whole batch and return it once per replica.
-        fn = tf.function(lambda batch: features(batch, training=False), reduce_retracing=True)
+        fn = compiled_call(features)
     images, _ = decode_images(fit_samples, config.image_size, desc="decoding train", gray=False)
     v_images, _ = decode_images(val_samples, config.image_size, desc="decoding validation", gray=False)
     labels = np.array([s.defective for s in fit_samples], np.int64)

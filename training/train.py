@@ -22,7 +22,7 @@ from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 
 from training.config import TrainConfig
-from training.devices import make_strategy, resolve_precision
+from training.devices import compiled_call, make_strategy, resolve_precision
 from training.data import DataError, Sample, decode_images, load_splits
 from training.evaluate import choose_threshold, evaluate_model
 from training.export import export_model
@@ -200,9 +200,8 @@ class WholeImageValidation(keras.callbacks.Callback):
 
 
 def whole_image_function(trainer: keras.Model, output: str):
-    """One of the trainer's outputs on whole images, compiled once. A plain call, not
-    `predict_on_batch`, which under a MirroredStrategy would give each replica the whole batch."""
-    return tf.function(lambda x: trainer(x, training=False)[output], reduce_retracing=True)
+    """One of the trainer's outputs on whole images (see devices.compiled_call)."""
+    return compiled_call(keras.Model(trainer.input, trainer.output[output]))
 
 
 def full_image_batches(images: np.ndarray, batch_size: int = 16):
