@@ -63,7 +63,10 @@ def paste_anomaly(crop: np.ndarray, donor: np.ndarray, rng: np.random.Generator)
         mask = _blob_mask(rng, size)
         if kind == "patch":
             other = donor.astype(np.float32)
-            other = (other - other.mean()) / (other.std() + 1.0) * std * rng.uniform(1.0, 2.0) + image.mean()
+            # The donor may be the same surface: only a clear change of contrast keeps such a
+            # patch visible, else it would teach that normal texture can be a defect.
+            contrast = rng.uniform(1.7, 2.5) if rng.random() < 0.5 else rng.uniform(0.3, 0.55)
+            other = (other - other.mean()) / (other.std() + 1.0) * std * contrast + image.mean()
             out = image * (1 - mask) + other * mask
         else:
             out = image + rng.choice([-1.0, 1.0]) * rng.uniform(2.0, 4.0) * std * mask
