@@ -28,8 +28,10 @@ from training.synthetic import GenerateConfig, generate  # noqa: E402
 
 # Two surfaces on which a short run learns reliably; the full model is measured in benchmarks.
 TINY_TEXTURES = ("clouds", "brushed")
-# 20 epochs of 7 batches (~one pass over the tiny training split each), validated every epoch.
-SHORT_RUN = dict(epochs=20, steps_per_epoch=7, patience=20, crop_size=192, mine_every=3, validate_every=1)
+# 20 epochs of 7 batches (~one pass over the tiny training split each), validated every epoch on
+# 30 % of the training split: with the default 15 % (~18 images) one lucky early epoch scores AUC
+# 1.0 and is kept.
+SHORT_RUN = dict(epochs=20, steps_per_epoch=7, patience=20, crop_size=192, mine_every=3, validate_every=1, val_fraction=0.3)
 
 
 @pytest.fixture(scope="session")

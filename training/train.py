@@ -186,14 +186,19 @@ class WholeImageValidation(keras.callbacks.Callback):
         if logs is not None:
             logs["val_auc"] = auc  # for TensorBoard; the history gets the full series at the end
         print(f"epoch {epoch + 1}: validation AUC of the defect-map peak {auc:.4f}", flush=True)
-        best = max(self.scores, key=self.scores.get)
+        best = self.best_epoch()
         if best == epoch:
             self.best_weights = self.model.get_weights()
         elif epoch - best >= self.patience:
             self.model.stop_training = True
 
+    def best_epoch(self) -> int:
+        """The best-scoring epoch, the latest one among equals: a small validation set can score
+        1.0 early, and the weights trained longest at the lowest learning rate should win the tie."""
+        return max(self.scores, key=lambda epoch: (self.scores[epoch], epoch))
+
     def on_train_end(self, logs=None):
-        best = max(self.scores, key=self.scores.get)
+        best = self.best_epoch()
         print(f"keeping the weights of epoch {best + 1} (validation AUC {self.scores[best]:.4f})")
         self.model.set_weights(self.best_weights)
 
