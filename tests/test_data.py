@@ -27,7 +27,7 @@ def _imagefolder(root, splits=("train", "test"), n=2):
 
 
 def test_imagefolder_with_metadata(tmp_path):
-    from training.synthetic import GenerateConfig, generate
+    from training.synthetic import DEFECT_KINDS, GenerateConfig, generate
 
     generate(GenerateConfig(tmp_path, per_texture_good=4, per_texture_defective=4, textures=("grain",)))
     splits = load_splits(tmp_path)
@@ -36,7 +36,8 @@ def test_imagefolder_with_metadata(tmp_path):
     assert sum(s.defective for s in train) == 3 and len(train) == 6
     defect = next(s for s in train if s.defective)
     assert defect.texture == "grain" and defect.ellipse is not None and defect.ellipse.a > 0
-    assert all(s.ellipse is None for s in train if not s.defective)
+    assert defect.defect in DEFECT_KINDS
+    assert all(s.ellipse is None and s.defect is None for s in train if not s.defective)
 
 
 def test_imagefolder_without_metadata_and_without_test_split(tmp_path):

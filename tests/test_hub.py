@@ -162,7 +162,11 @@ def test_dataset_push_and_load_dataset_round_trip(tiny_data, hub, hf_token):
         assert loaded[split].features["label"].names == ["defects", "no_defects"]
         names = loaded[split].features["label"].names
         assert sorted(names[i] for i in loaded[split]["label"]) == sorted(local[split]["label"])
-    assert {"image", "texture", "cx", "cy", "a", "b", "angle"} <= set(loaded["train"].column_names)
+    assert {"image", "texture", "defect", "cx", "cy", "a", "b", "angle"} <= set(loaded["train"].column_names)
+    from training.data import load_splits
+
+    samples = load_splits(loaded)["test"]
+    assert {s.defect for s in samples if s.defective} and all(s.defect is None for s in samples if not s.defective)
 
 
 def test_space_shows_the_dataset_repos_examples_and_falls_back_to_its_own(tiny_data, hub, hf_token):

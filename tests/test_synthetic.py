@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from training.data import CLASS_NAMES
-from training.synthetic import TEXTURES, GenerateConfig, generate, render
+from training.synthetic import DEFECT_KINDS, TEXTURES, GenerateConfig, generate, render
 
 
 def _digest(folder):
@@ -33,14 +33,17 @@ def test_counts_layout_and_metadata(tmp_path):
     assert counts == {"train": {"defects": 3 * n, "no_defects": 3 * n}, "test": {"defects": n, "no_defects": n}}
     assert len(list((tmp_path / "train" / "defects").glob("*.png"))) == 3 * n
     lines = (tmp_path / "train" / "metadata.csv").read_text().splitlines()
-    assert lines[0] == "file_name,label,texture,cx,cy,a,b,angle"
+    assert lines[0] == "file_name,label,texture,defect,cx,cy,a,b,angle"
     good = [l for l in lines if l.startswith("no_defects/")]
-    assert good and all(l.endswith(",,,,,") for l in good)
+    assert good and all(l.endswith(",,,,,,") for l in good)
+    kinds = {l.split(",")[3] for l in lines[1:] if l.startswith("defects/")}
+    assert kinds <= set(DEFECT_KINDS) and len(kinds) >= 2
 
 
 @pytest.mark.parametrize("texture", TEXTURES)
 def test_defect_changes_its_ellipse_and_nothing_else(texture):
-    image, clean, ellipse = render(texture, defective=True, seed=11)
+    image, clean, ellipse, kind = render(texture, defective=True, seed=11)
+    assert kind in DEFECT_KINDS
     assert image.shape == (512, 512) and image.dtype == np.uint8
     diff = np.abs(image.astype(int) - clean.astype(int))
     inside = ellipse.mask(512, 512)
@@ -50,8 +53,8 @@ def test_defect_changes_its_ellipse_and_nothing_else(texture):
 
 
 def test_radial_texture_is_dark_at_the_centre_without_any_defect():
-    image, clean, ellipse = render("radial", defective=False, seed=3)
-    assert ellipse is None and np.array_equal(image, clean)
+    image, clean, ellipse, kind = render("radial", defective=False, seed=3)
+    assert ellipse is None and kind is None and np.array_equal(image, clean)
     centre = image[236:276, 236:276].mean()
     ring = np.concatenate([image[100:140, 236:276].ravel(), image[372:412, 236:276].ravel()]).mean()
     assert centre < ring - 40
@@ -64,7 +67,7 @@ def test_datasets_imagefolder_reads_labels_and_metadata(tmp_path):
     ds = datasets.load_dataset("imagefolder", data_dir=str(tmp_path))
     assert set(ds) == {"train", "test"}
     train = ds["train"]
-    assert {"image", "label", "texture", "cx", "cy", "a", "b", "angle"} <= set(train.column_names)
+    assert {"image", "label", "texture", "defect", "cx", "cy", "a", "b", "angle"} <= set(train.column_names)
     assert train.num_rows == 12 and ds["test"].num_rows == 4
     labels = [r["label"] for r in train]
     assert sorted(set(labels)) == list(CLASS_NAMES)

@@ -126,6 +126,18 @@ def test_threshold_reaches_target_recall_with_fewest_false_alarms():
     assert 0.2 < t <= 0.3  # must catch the 0.3 defect: one false alarm (0.6) is unavoidable
 
 
+def test_metrics_per_texture_and_per_kind_of_defect():
+    from training.evaluate import compute_metrics
+
+    labels = [1, 1, 1, 0, 0, 0]
+    p = [0.9, 0.2, 0.8, 0.7, 0.1, 0.1]
+    m = compute_metrics(labels, p, 0.5, ["a", "a", "b", "b", "a", "b"], ["scratch", "scratch", "blotch", None, None, None])
+    assert m["per_defect"] == {"blotch": {"n": 1, "recall": 1.0}, "scratch": {"n": 2, "recall": 0.5}}
+    assert m["per_texture"]["a"] == {"n": 3, "accuracy": pytest.approx(2 / 3)}
+    assert m["per_texture"]["b"] == {"n": 3, "accuracy": pytest.approx(2 / 3)}
+    assert "per_defect" not in compute_metrics(labels, p, 0.5, defects=[None] * 6)
+
+
 def test_splits_without_test_get_a_held_out_part(tmp_path):
     from training.synthetic import GenerateConfig, generate
     from training.train import split_holdout

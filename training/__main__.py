@@ -113,7 +113,7 @@ def main(argv=None) -> int:
                 config.validate()
                 print(f"Hub token belongs to {check_token()}")
             metrics = train(config)
-            print(json.dumps({k: v for k, v in metrics.items() if k != "per_texture"}, indent=2))
+            print(json.dumps({k: v for k, v in metrics.items() if k not in ("per_texture", "per_defect")}, indent=2))
             if args.push_to_hub or args.dataset_repo:
                 _push(Path(config.out) / "model", args.push_to_hub, config.data, args.dataset_repo, args.private)
         elif args.command == "export":

@@ -2,7 +2,8 @@
 
 Layouts, detected from what is on disk (or a Hub dataset id / `datasets` object):
 - imagefolder: DIR/{train,test}/{defects,no_defects}/*, optional DIR/<split>/metadata.csv with
-  `file_name` plus `texture` and the defect ellipse `cx, cy, a, b, angle` (what `synthetic` writes);
+  `file_name` plus `texture`, the kind of `defect` and the defect ellipse `cx, cy, a, b, angle`
+  (what `synthetic` writes);
 - DAGM 2007 development set: DIR/ClassN/ (good) + DIR/ClassN_def/ (defective) with `labels.txt`
   holding one ellipse per image: number, semi-major, semi-minor, angle (radians), x, y;
 - DAGM 2007 competition set: DIR/ClassN/{Train,Test}/ with Label/Labels.txt and *_label.PNG masks
@@ -82,6 +83,7 @@ class Sample:
     defective: bool
     texture: str | None = None
     ellipse: Ellipse | None = None
+    defect: str | None = None  # the kind of defect (scratch, blotch, ...), where metadata names it
 
     @property
     def name(self) -> str:
@@ -182,7 +184,10 @@ def read_imagefolder(root: Path) -> Splits:
                         f"{class_name}/: fix the row or move the file"
                     )
                 samples.append(
-                    Sample(str(file), class_name == CLASS_NAMES[0], row.get("texture") or None, _ellipse_from_row(row))
+                    Sample(
+                        str(file), class_name == CLASS_NAMES[0], row.get("texture") or None,
+                        _ellipse_from_row(row), row.get("defect") or None,
+                    )
                 )
         splits[split] = samples
     if "train" not in splits:
@@ -273,7 +278,9 @@ def from_hf_dataset(dataset) -> Splits:
             label = names[row["label"]] if names else row["label"]
             if label not in CLASS_NAMES:
                 raise DataError(f"split {split!r} has label {label!r}: the only labels are {' and '.join(CLASS_NAMES)}")
-            samples.append(Sample(row[image_col], label == CLASS_NAMES[0], row.get("texture"), _ellipse_from_row(row)))
+            samples.append(
+                Sample(row[image_col], label == CLASS_NAMES[0], row.get("texture"), _ellipse_from_row(row), row.get("defect") or None)
+            )
         _require_both_classes(samples, f"split {split!r}")
         splits[split] = samples
     return splits

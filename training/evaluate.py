@@ -32,8 +32,9 @@ def choose_threshold(labels: np.ndarray, p_defects: np.ndarray, target_recall: f
     return float((must_catch + lower) / 2)
 
 
-def compute_metrics(labels, p_defects, threshold: float, textures=None) -> dict:
-    """Classification metrics with `defects` as the positive class."""
+def compute_metrics(labels, p_defects, threshold: float, textures=None, defects=None) -> dict:
+    """Classification metrics with `defects` as the positive class; accuracy per texture and
+    recall per kind of defect where those are known."""
     y = np.asarray(labels).astype(int)
     p = np.asarray(p_defects, dtype=np.float64)
     pred = (p >= threshold).astype(int)
@@ -56,6 +57,12 @@ def compute_metrics(labels, p_defects, threshold: float, textures=None) -> dict:
         result["per_texture"] = {
             t: {"n": int((textures == t).sum()), "accuracy": float((pred == y)[textures == t].mean())}
             for t in sorted(set(textures))
+        }
+    if defects is not None and any(defects):
+        kinds = np.array([d or "" for d in defects])
+        result["per_defect"] = {
+            k: {"n": int(((kinds == k) & (y == 1)).sum()), "recall": float(pred[(kinds == k) & (y == 1)].mean())}
+            for k in sorted(set(kinds[y == 1]) - {""})
         }
     return result
 
@@ -85,7 +92,7 @@ def evaluate_model(model_dir, samples: list[Sample], plots_dir=None, history: di
     results = predict_samples(classifier, samples)
     labels = np.array([s.defective for s in samples])
     p = [r.p_defects for r in results]
-    metrics = compute_metrics(labels, p, classifier.threshold, [s.texture for s in samples])
+    metrics = compute_metrics(labels, p, classifier.threshold, [s.texture for s in samples], [s.defect for s in samples])
     metrics["box_hit_rate"], metrics["box_hit_n"] = box_hit_rate(samples, results)
     if plots_dir is not None:
         write_plots(plots_dir, labels, p, classifier.threshold, history)

@@ -10,7 +10,8 @@ spot at the image centre, so a model must learn that the spot is texture, not de
 
 The layout is the Hugging Face imagefolder convention, so `datasets.load_dataset` reads it:
     DIR/{train,test}/{defects,no_defects}/*.png
-    DIR/{train,test}/metadata.csv   file_name,label,texture,cx,cy,a,b,angle
+    DIR/{train,test}/metadata.csv   file_name,label,texture,defect,cx,cy,a,b,angle
+where `defect` is the kind of defect drawn, so evaluation can report recall per kind.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from training.data import CLASS_NAMES, Ellipse
 SIZE = 512
 TEXTURES = ("clouds", "grain", "brushed", "weave", "radial", "cells", "rings")
 DEFECT_KINDS = ("scratch", "blotch", "gradient", "texture_break")
-METADATA_COLUMNS = ("file_name", "label", "texture", "cx", "cy", "a", "b", "angle")
+METADATA_COLUMNS = ("file_name", "label", "texture", "defect", "cx", "cy", "a", "b", "angle")
 
 
 def _noise(rng: np.random.Generator, sigma, shape=(SIZE, SIZE)) -> np.ndarray:
@@ -99,8 +100,9 @@ def _random_ellipse(rng: np.random.Generator) -> Ellipse:
 
 def _add_defect(
     image: np.ndarray, texture: str, ellipse: Ellipse, rng: np.random.Generator
-) -> np.ndarray:
-    """Draw one defect inside `ellipse`, its strength relative to the texture's own contrast.
+) -> tuple[np.ndarray, str]:
+    """Draw one defect inside `ellipse`, its strength relative to the texture's own contrast;
+    return the image and the kind of defect.
 
     Faint defects are subtle but visible to a trained eye, as in DAGM; an invisible "defect"
     would only be label noise.
@@ -119,40 +121,40 @@ def _add_defect(
         width = rng.uniform(1.0, 2.5)
         bend = rng.uniform(-0.004, 0.004) * u**2
         line = np.exp(-((v - bend) ** 2) / (2 * width**2)) * (np.abs(u) < 0.9 * ellipse.a)
-        return image + sign * strength * line * inside
+        return image + sign * strength * line * inside, kind
     if kind == "blotch":
         plateau = np.clip(1.5 * (1.0 - (u / ellipse.a) ** 2 - (v / ellipse.b) ** 2), 0.0, 1.0)
-        return image + sign * 0.7 * strength * plateau * soft
+        return image + sign * 0.7 * strength * plateau * soft, kind
     if kind == "gradient":
         ramp = 0.3 + 0.7 * (u / ellipse.a + 1) / 2
-        return image + sign * 0.6 * strength * ramp * soft
+        return image + sign * 0.6 * strength * ramp * soft, kind
     other = TEXTURES[(TEXTURES.index(texture) + 1 + rng.integers(len(TEXTURES) - 1)) % len(TEXTURES)]
     patch = _texture(other, rng)
     patch = (patch - patch.mean()) / (patch.std() + 1e-8) * image.std() * rng.uniform(1.5, 2.5)
-    return image * (1 - soft) + (image.mean() + patch) * soft
+    return image * (1 - soft) + (image.mean() + patch) * soft, kind
 
 
-def render(texture: str, defective: bool, seed: int) -> tuple[np.ndarray, np.ndarray, Ellipse | None]:
-    """Return (image, the same surface without the defect, ellipse) as uint8 arrays.
+def render(texture: str, defective: bool, seed: int) -> tuple[np.ndarray, np.ndarray, Ellipse | None, str | None]:
+    """Return (image, the same surface without the defect, ellipse, defect kind); images as uint8.
 
     The clean twin lets tests check that a defect really changes its ellipse and nothing else.
     """
     rng = np.random.default_rng(seed)
     clean = _texture(texture, rng)
     ellipse = _random_ellipse(rng) if defective else None
-    image = _add_defect(clean, texture, ellipse, rng) if defective else clean
+    image, kind = _add_defect(clean, texture, ellipse, rng) if defective else (clean, None)
 
     def to_uint8(x: np.ndarray) -> np.ndarray:
         return np.clip(np.round(x * 255), 0, 255).astype(np.uint8)
 
-    return to_uint8(image), to_uint8(clean), ellipse
+    return to_uint8(image), to_uint8(clean), ellipse, kind
 
 
-def _write_one(task) -> Ellipse | None:
+def _write_one(task) -> tuple[Ellipse | None, str | None]:
     path, texture, defective, seed = task
-    image, _, ellipse = render(texture, defective, seed)
+    image, _, ellipse, kind = render(texture, defective, seed)
     Image.fromarray(image, mode="L").save(path, compress_level=1)
-    return ellipse
+    return ellipse, kind
 
 
 @dataclass
@@ -188,13 +190,13 @@ def generate(config: GenerateConfig) -> dict[str, dict[str, int]]:
         (out / split / label).mkdir(parents=True, exist_ok=True)
         tasks.append((out / split / file_name, texture, defective, seed))
     with ProcessPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        ellipses = list(tqdm(pool.map(_write_one, tasks, chunksize=8), total=len(tasks), desc="generating", unit="img"))
-    for (split, texture, defective, _), (path, *_), ellipse in zip(jobs, tasks, ellipses):
+        drawn = list(tqdm(pool.map(_write_one, tasks, chunksize=8), total=len(tasks), desc="generating", unit="img"))
+    for (split, texture, defective, _), (path, *_), (ellipse, kind) in zip(jobs, tasks, drawn):
         label = CLASS_NAMES[0] if defective else CLASS_NAMES[1]
         row = {"file_name": path.relative_to(out / split).as_posix(), "label": label, "texture": texture}
         if ellipse is not None:
             row.update(
-                cx=round(ellipse.cx, 2), cy=round(ellipse.cy, 2), a=round(ellipse.a, 2),
+                defect=kind, cx=round(ellipse.cx, 2), cy=round(ellipse.cy, 2), a=round(ellipse.a, 2),
                 b=round(ellipse.b, 2), angle=round(ellipse.angle, 5),
             )
         rows[split].append(row)
@@ -222,10 +224,10 @@ def write_examples(folder: Path, textures: tuple[str, ...] = EXAMPLE_TEXTURES) -
     written = []
     for t_index, texture in enumerate(textures):
         for seed in range(10_000 + 100 * t_index, 10_100 + 100 * t_index):
-            image, clean, ellipse = render(texture, True, seed)
+            image, clean, _, _ = render(texture, True, seed)
             if (np.abs(image.astype(int) - clean.astype(int)) >= 40).sum() >= 1500:
                 break
-        good, _, _ = render(texture, False, 20_000 + t_index)
+        good, *_ = render(texture, False, 20_000 + t_index)
         for label, array in (("defects", image), ("no_defects", good)):
             path = folder / f"{label}_{texture}.png"
             Image.fromarray(array, mode="L").save(path, optimize=True)
