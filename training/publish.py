@@ -111,7 +111,7 @@ def push_model(model_dir, repo_id: str, dataset_repo: str | None = None, **kwarg
 
 
 def push_dataset(data_dir, repo_id: str, private: bool = False, token: str | None = None) -> str:
-    """Push an imagefolder dataset (train/test, labels, texture, ellipses) as a `datasets` repo."""
+    """Push an imagefolder dataset (train/test, labels, texture, defect kind, ellipses) as a `datasets` repo."""
     import datasets
     from huggingface_hub import CommitOperationAdd, HfApi
 
@@ -181,8 +181,9 @@ def _dataset_card(repo_id: str, ds, token: str | None):
     card.text = (
         f"\n# {repo_id.split('/')[-1]}\n\n"
         "Images of textured surfaces labelled `defects` or `no_defects` (ClassLabel, index 0 is `defects`), "
-        "DAGM 2007 style: 512x512 8-bit grayscale. Columns: `image`, `label`, `texture`, and the defect ellipse "
-        "`cx, cy, a, b, angle` in pixels (a weak localization label; empty for defect-free images).\n\n"
+        "DAGM 2007 style: 512x512 8-bit grayscale. Columns: `image`, `label`, `texture`, the kind of "
+        "`defect`, and the defect ellipse `cx, cy, a, b, angle` in pixels (a weak localization label); the "
+        "defect columns are empty for defect-free images.\n\n"
         f"Splits: {sizes}. `{EXAMPLES_FOLDER}/` holds a few of the test images, which the Space shows as examples.\n\n"
         "Made by `python -m training generate` (seeded noise textures, seven families including radial streaks "
         "whose normal look has a dark spot at the centre; defects drawn inside a random ellipse: scratch, "
