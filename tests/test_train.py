@@ -39,6 +39,11 @@ def test_artifacts_hold_everything_a_consumer_needs(trained):
     assert info["image_size"] == 512 and info["threshold"] == metrics["threshold"]
     assert TrainConfig.from_dict(info["training_config"]).seed == 3
     assert json.loads((out / "metrics.json").read_text())["accuracy"] == metrics["accuracy"]
+    # The threshold reaches the target (0.5) on the validation split, and the card says at what cost.
+    val = metrics["validation"]
+    assert val["recall"] >= 0.5 and 0.0 <= val["false_alarm_rate"] <= 1.0 and 0 < val["n_defects"] < val["n"]
+    card = (model_dir / "README.md").read_text()
+    assert f"on its\n  {val['n']} validation images, {val['n_defects']} of them defective" in card
 
 
 def test_reloaded_model_gives_the_same_probabilities(trained, tiny_data):

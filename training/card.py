@@ -56,6 +56,7 @@ def render_model_card(model_dir, repo_id: str = "USER/NAME", dataset_repo: str |
         class_names=info["class_names"],
         threshold=info["threshold"],
         target_recall=config["target_recall"],
+        validation=metrics.get("validation"),
         image_size=info["image_size"],
         heatmap_layer=info["heatmap_layer"],
         data_description=f"`{dataset_name}` ({config['backbone']} backbone, {origin})",

@@ -24,7 +24,7 @@ from sklearn.model_selection import train_test_split
 from training.config import TrainConfig
 from training.devices import compiled_call, make_strategy, resolve_precision
 from training.data import DataError, Sample, decode_images, load_splits
-from training.evaluate import choose_threshold, evaluate_model
+from training.evaluate import choose_threshold, compute_metrics, evaluate_model
 from training.export import export_model
 from training.augment import paste_anomaly
 from training.card import render_model_card
@@ -280,6 +280,25 @@ def train_compact(config: TrainConfig, fit_samples, val_samples, strategy, out: 
     return models.classifier, history, val_p
 
 
+def threshold_report(labels, p_defects, threshold: float, target_recall: float) -> dict:
+    """What the threshold does on the validation split, printed so the trade-off is seen before
+    the model is used: a high target on few defects rests on the single weakest one."""
+    m = compute_metrics(labels, p_defects, threshold)
+    n_defects = int(np.sum(labels))
+    report = {"n": m["n_test"], "n_defects": n_defects, "recall": m["recall"], "false_alarm_rate": m["false_alarm_rate"]}
+    print(
+        f"threshold {threshold:.4f} for target recall {target_recall}: on the {report['n']} validation images "
+        f"recall {report['recall']:.3f} with {100 * report['false_alarm_rate']:.1f} % false alarms"
+    )
+    if n_defects and np.ceil(target_recall * n_defects) >= n_defects and target_recall < 1.0:
+        print(
+            f"note: the validation split has {n_defects} defects, so recall {target_recall} means catching all of "
+            "them and the threshold rests on the weakest one; expect a lower recall on new images, or use "
+            "more validation data (--val-fraction)"
+        )
+    return report
+
+
 def train(config: TrainConfig) -> dict:
     """Run the whole pipeline and return the test metrics; writes OUT/model and OUT/metrics.json."""
     config.validate()
@@ -312,10 +331,12 @@ def train(config: TrainConfig) -> dict:
         classifier, history, val_p = train_pretrained(config, fit_samples, val_samples, strategy, callbacks)
     train_seconds = time.time() - started
 
-    threshold = choose_threshold([s.defective for s in val_samples], val_p, config.target_recall)
+    val_labels = [s.defective for s in val_samples]
+    threshold = choose_threshold(val_labels, val_p, config.target_recall)
+    validation = threshold_report(val_labels, val_p, threshold, config.target_recall)
     model_dir = export_model(classifier, config, threshold, out / "model", history=history)
     metrics = evaluate_model(model_dir, test_samples, plots_dir=model_dir, history=history)
-    metrics.update(train_seconds=round(train_seconds, 1), epochs_run=len(history["loss"]))
+    metrics.update(train_seconds=round(train_seconds, 1), epochs_run=len(history["loss"]), validation=validation)
     for path in (out / "metrics.json", model_dir / "metrics.json"):
         path.write_text(json.dumps(metrics, indent=2))
     render_model_card(model_dir)
