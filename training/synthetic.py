@@ -104,8 +104,9 @@ def _add_defect(
     """Draw one defect inside `ellipse`, its strength relative to the texture's own contrast;
     return the image and the kind of defect.
 
-    Faint defects are subtle but visible to a trained eye, as in DAGM; an invisible "defect"
-    would only be label noise.
+    Faint defects are meant to be subtle but visible to a trained eye, as in DAGM. Measured: on
+    surfaces with strong slow shading of their own (clouds, radial) some faint blotches and
+    gradients are barely visible (README, "Model quality today").
     """
     kind = DEFECT_KINDS[rng.integers(len(DEFECT_KINDS))]
     faint = rng.random() < 0.3
