@@ -15,6 +15,11 @@ from space.inference import DefectClassifier, Prediction, read_image
 from training.data import CLASS_NAMES, Sample
 
 
+def defects_to_catch(target_recall: float, n_defects: int) -> int:
+    """How many of `n_defects` labelled defects a threshold must catch to reach `target_recall`."""
+    return int(np.ceil(target_recall * n_defects))
+
+
 def choose_threshold(labels: np.ndarray, p_defects: np.ndarray, target_recall: float) -> float:
     """The threshold that reaches `target_recall` on these labels with the fewest false alarms.
 
@@ -26,7 +31,7 @@ def choose_threshold(labels: np.ndarray, p_defects: np.ndarray, target_recall: f
     positives = np.sort(p_defects[labels])[::-1]
     if len(positives) == 0:
         return 0.5
-    must_catch = positives[max(0, int(np.ceil(target_recall * len(positives))) - 1)]
+    must_catch = positives[max(0, defects_to_catch(target_recall, len(positives)) - 1)]
     below = p_defects[~labels & (p_defects < must_catch)]
     lower = below.max() if len(below) else 0.0
     return float((must_catch + lower) / 2)
@@ -59,10 +64,10 @@ def compute_metrics(labels, p_defects, threshold: float, textures=None, defects=
             for t in sorted(set(textures))
         }
     if defects is not None and any(defects):
-        kinds = np.array([d or "" for d in defects])
+        kinds = np.array([d or "" for d in defects])[y == 1]
+        caught = pred[y == 1]
         result["per_defect"] = {
-            k: {"n": int(((kinds == k) & (y == 1)).sum()), "recall": float(pred[(kinds == k) & (y == 1)].mean())}
-            for k in sorted(set(kinds[y == 1]) - {""})
+            k: {"n": int((kinds == k).sum()), "recall": float(caught[kinds == k].mean())} for k in sorted(set(kinds) - {""})
         }
     return result
 

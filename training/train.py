@@ -24,7 +24,7 @@ from sklearn.model_selection import train_test_split
 from training.config import TrainConfig
 from training.devices import compiled_call, make_strategy, resolve_precision
 from training.data import DataError, Sample, decode_images, load_splits
-from training.evaluate import choose_threshold, compute_metrics, evaluate_model
+from training.evaluate import choose_threshold, compute_metrics, defects_to_catch, evaluate_model
 from training.export import export_model
 from training.augment import paste_anomaly
 from training.card import render_model_card
@@ -290,7 +290,7 @@ def threshold_report(labels, p_defects, threshold: float, target_recall: float) 
         f"threshold {threshold:.4f} for target recall {target_recall}: on the {report['n']} validation images "
         f"recall {report['recall']:.3f} with {100 * report['false_alarm_rate']:.1f} % false alarms"
     )
-    if n_defects and np.ceil(target_recall * n_defects) >= n_defects and target_recall < 1.0:
+    if n_defects and defects_to_catch(target_recall, n_defects) >= n_defects and target_recall < 1.0:
         print(
             f"note: the validation split has {n_defects} defects, so recall {target_recall} means catching all of "
             "them and the threshold rests on the weakest one; expect a lower recall on new images, or use "
