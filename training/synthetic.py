@@ -36,7 +36,7 @@ DEFECT_KINDS = ("scratch", "blotch", "gradient", "texture_break")
 METADATA_COLUMNS = ("file_name", "label", "texture", "defect", "cx", "cy", "a", "b", "angle")
 
 
-def _noise(rng: np.random.Generator, sigma, shape=(SIZE, SIZE)) -> np.ndarray:
+def smooth_noise(rng: np.random.Generator, sigma, shape=(SIZE, SIZE)) -> np.ndarray:
     """Gaussian-filtered white noise with zero mean and unit variance."""
     field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma, mode="wrap")
     return (field - field.mean()) / (field.std() + 1e-8)
@@ -50,19 +50,19 @@ def _texture(name: str, rng: np.random.Generator) -> np.ndarray:
     """One defect-free surface in [0, 1]; every call draws a new instance of the family."""
     yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
     if name == "clouds":
-        t = 0.6 * _noise(rng, rng.uniform(6, 10)) + 0.4 * _noise(rng, rng.uniform(25, 40))
+        t = 0.6 * smooth_noise(rng, rng.uniform(6, 10)) + 0.4 * smooth_noise(rng, rng.uniform(25, 40))
         base, amp = rng.uniform(0.4, 0.6), 0.12
     elif name == "grain":
-        t = _noise(rng, 0.8) + 0.3 * _noise(rng, 60)
+        t = smooth_noise(rng, 0.8) + 0.3 * smooth_noise(rng, 60)
         base, amp = rng.uniform(0.45, 0.6), 0.09
     elif name == "brushed":
-        t = _rotated(_noise(rng, (0.7, 30)), rng.uniform(0, 180)) + 0.3 * _noise(rng, 2)
+        t = _rotated(smooth_noise(rng, (0.7, 30)), rng.uniform(0, 180)) + 0.3 * smooth_noise(rng, 2)
         base, amp = rng.uniform(0.4, 0.6), 0.1
     elif name == "weave":
         period = rng.uniform(9, 14)
-        phase = 0.8 * _noise(rng, 20)
+        phase = 0.8 * smooth_noise(rng, 20)
         t = np.sin(2 * np.pi * xx / period + phase) * np.sin(2 * np.pi * yy / period + phase)
-        t = t + 0.35 * _noise(rng, 1.2)
+        t = t + 0.35 * smooth_noise(rng, 1.2)
         base, amp = rng.uniform(0.45, 0.55), 0.12
     elif name == "radial":
         cx, cy = SIZE / 2 + rng.uniform(-6, 6, size=2)
@@ -71,19 +71,19 @@ def _texture(name: str, rng: np.random.Generator) -> np.ndarray:
         streaks = np.zeros_like(theta)
         for k in rng.integers(20, 60, size=4):
             streaks += np.sin(k * theta + rng.uniform(0, 2 * np.pi)) / 4
-        t = streaks + 0.4 * _noise(rng, 1.5) + 0.2 * np.sin(r / rng.uniform(8, 14))
+        t = streaks + 0.4 * smooth_noise(rng, 1.5) + 0.2 * np.sin(r / rng.uniform(8, 14))
         spot = rng.uniform(25, 45)
         t = t - rng.uniform(3.0, 4.5) * np.exp(-(r**2) / (2 * spot**2))
         base, amp = rng.uniform(0.5, 0.6), 0.1
     elif name == "cells":
         seeds = (rng.random((SIZE, SIZE)) < 0.004).astype(np.float32)
         t = ndimage.gaussian_filter(seeds, rng.uniform(3, 5), mode="wrap")
-        t = (t - t.mean()) / (t.std() + 1e-8) + 0.3 * _noise(rng, 1)
+        t = (t - t.mean()) / (t.std() + 1e-8) + 0.3 * smooth_noise(rng, 1)
         base, amp = rng.uniform(0.35, 0.5), 0.1
     elif name == "rings":
         cx, cy = rng.uniform(-400, 900, size=2)
-        r = np.hypot(xx - cx, yy - cy) + 25 * _noise(rng, 40)
-        t = np.sin(2 * np.pi * r / rng.uniform(12, 20)) + 0.3 * _noise(rng, 1.5)
+        r = np.hypot(xx - cx, yy - cy) + 25 * smooth_noise(rng, 40)
+        t = np.sin(2 * np.pi * r / rng.uniform(12, 20)) + 0.3 * smooth_noise(rng, 1.5)
         base, amp = rng.uniform(0.4, 0.55), 0.1
     else:
         raise ValueError(f"unknown texture {name!r}; choose one of {', '.join(TEXTURES)}")
