@@ -11,7 +11,7 @@ recall per kind of defect.
 
     python benchmarks/unseen_surfaces.py --out runs/unseen [--target-recall 0.9] [--per-class-good 140]
 
-Takes about 12 minutes on 2 cores with the default sizes (1,260 images per draw). The last line is
+Takes about 11 minutes on 2 cores with the default sizes (1,260 images per draw). The last line is
 the headline: accuracy, recall, false alarms and ROC AUC on the second draw.
 """
 
