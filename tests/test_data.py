@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import importlib
 import io
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -80,6 +82,22 @@ def test_dagm_competition_layout_masks_become_ellipses(tmp_path):
     assert abs(e.cx - 70) < 1 and abs(e.cy - 50) < 1
     assert abs(e.a - 30) < 2 and abs(e.b - 10) < 2
     assert min(abs(e.angle), abs(e.angle - math.pi)) < 0.05
+
+
+def test_unseen_surfaces_benchmark_writes_a_readable_dagm_competition_set(tmp_path, monkeypatch):
+    # Imported by name: its worker processes must find the module again.
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    bench = importlib.import_module("unseen_surfaces")
+    written = bench.write_set(tmp_path, seed=0, good=4, defective=4)
+    read = load_splits(tmp_path)
+    assert {k: len(v) for k, v in read.items()} == {"train": 36, "test": 12}
+    assert [s.defective for s in read["train"]] == [s.defective for s in written["train"]]
+    kinds = {s.defect for s in written["train"] + written["test"] if s.defective}
+    assert kinds <= set(bench.KINDS) and len(kinds) >= 3
+    for sample in read["train"] + read["test"]:
+        assert (sample.ellipse is not None) == sample.defective
+        if sample.defective:
+            assert 4 <= sample.ellipse.b <= sample.ellipse.a <= 120
 
 
 def test_hf_dataset_object(tmp_path):
