@@ -92,15 +92,16 @@ def add_defect(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray,
         if kind == "crack":
             heading = rng.uniform(0, 2 * np.pi) + np.cumsum(rng.normal(0, 0.25, int(rng.integers(40, 140))))
             xs, ys = cx + np.cumsum(np.cos(heading)), cy + np.cumsum(np.sin(heading))
-            width, gain, depth = rng.uniform(0.7, 1.3), None, 0.6
+            width, depth = rng.uniform(0.7, 1.3), 0.6
+            scale = 2 * np.pi * width**2 / 1.5
         else:
             angle, r = rng.uniform(0, 2 * np.pi, 15), rng.uniform(15, 35) * np.sqrt(rng.random(15))
             n = int(rng.integers(5, 15))
             xs, ys = (cx + r * np.cos(angle))[:n], (cy + r * np.sin(angle))[:n]
-            width, gain, depth = rng.uniform(1.2, 2.0), 15.0, 1.2
+            width, scale, depth = rng.uniform(1.2, 2.0), 15.0, 1.2
         keep = (xs >= 0) & (xs < SIZE) & (ys >= 0) & (ys < SIZE)
         marks[ys[keep].astype(int), xs[keep].astype(int)] = 1.0
-        marks = np.clip(ndimage.gaussian_filter(marks, width) * (gain or 2 * np.pi * width**2 / 1.5), 0, 1)
+        marks = np.clip(ndimage.gaussian_filter(marks, width) * scale, 0, 1)
         return image - depth * strength * marks, marks > 0.1, kind
     region = _irregular_region(rng, cx, cy, rng.uniform(15, 45) if kind == "stain" else rng.uniform(20, 50))
     if kind == "stain":  # darker or lighter, with more or less contrast
@@ -180,11 +181,13 @@ def main() -> None:
     first = write_set(args.out / "data", args.seed, *sizes)
     second = write_set(args.out / "second_draw", args.seed + 1, *sizes)
     train(TrainConfig(data=str(args.out / "data"), out=str(args.out / "run"), target_recall=args.target_recall, seed=args.seed))
-    report(args.out / "run" / "model", first["test"], second["train"] + second["test"])
+    second_draw = report(args.out / "run" / "model", first["test"], second["train"] + second["test"])
+    print(f"unseen surfaces, default training, second draw: {summary(second_draw)}")
 
 
-def report(model_dir: Path, own_test: list[Sample], second_draw: list[Sample]) -> None:
-    """Score the model on both sets with the kinds of defect the DAGM layout cannot carry."""
+def report(model_dir: Path, own_test: list[Sample], second_draw: list[Sample]) -> dict:
+    """Score the model on both sets with the kinds of defect the DAGM layout cannot carry; return
+    the second draw's metrics."""
     from training.evaluate import evaluate_model
 
     for name, samples in (("its test split", own_test), ("a second draw", second_draw)):
@@ -192,7 +195,7 @@ def report(model_dir: Path, own_test: list[Sample], second_draw: list[Sample]) -
         print(f"{name} ({metrics['n_test']} images): {summary(metrics)}")
         print("  recall per kind: " + ", ".join(f"{k} {v['recall']:.2f} ({v['n']})" for k, v in metrics["per_defect"].items()))
         print("  accuracy per family: " + ", ".join(f"{k} {v['accuracy']:.2f}" for k, v in metrics["per_texture"].items()))
-    print(f"unseen surfaces, default training, second draw: {summary(metrics)}")
+    return metrics
 
 
 if __name__ == "__main__":
