@@ -15,9 +15,11 @@ import zipfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-# Cached example outputs belong to this process's model: Gradio's default folder in the working
-# directory would serve results of an earlier model after re-training.
-os.environ.setdefault("GRADIO_EXAMPLES_CACHE", tempfile.mkdtemp(prefix="defect_examples_"))
+# Files this process writes (cached example outputs, batch result tables) live in a folder removed
+# when it exits. Cached examples belong to this process's model: Gradio's default folder in the
+# working directory would serve results of an earlier model after re-training.
+PROCESS_FILES = tempfile.TemporaryDirectory(prefix="defect_space_")
+os.environ.setdefault("GRADIO_EXAMPLES_CACHE", str(Path(PROCESS_FILES.name) / "examples"))
 
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
@@ -148,7 +150,7 @@ def build_demo(classifier: DefectClassifier, examples: list[str] | None = None) 
         if not items:
             raise gr.Error("No images found in the upload (PNG, JPEG, BMP, TIFF, GIF, WebP, or a zip of them).")
         rows = list(progress.tqdm(predict_rows(classifier, items), total=len(items), desc="Classifying"))
-        handle, csv_path = tempfile.mkstemp(prefix="defects_", suffix=".csv")
+        handle, csv_path = tempfile.mkstemp(prefix="defects_", suffix=".csv", dir=PROCESS_FILES.name)
         with os.fdopen(handle, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=ROW_COLUMNS)
             writer.writeheader()

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# Everything the session writes to the temp folder (Gradio's and gradio_client's files, the Hub
+# cache, subprocesses' files, pytest's tmp_path) goes under one folder removed at exit: repeated
+# runs on a shared CI disk must not fill it.
+SESSION_TMP = tempfile.mkdtemp(prefix="defect_tests_")
+os.environ["TMPDIR"] = tempfile.tempdir = SESSION_TMP
+atexit.register(shutil.rmtree, SESSION_TMP, ignore_errors=True)
 
 from tests.hub_server import TOKEN, HubServer  # noqa: E402
 
