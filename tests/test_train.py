@@ -97,6 +97,8 @@ def test_predict_cli_reports_bad_files_and_predicts_the_rest(trained, tiny_data,
         ({"crop_size": 1024}, "crop-size"),
         ({"steps_per_epoch": 0}, "steps-per-epoch"),
         ({"validate_every": 0}, "validate-every"),
+        ({"scale_jitter": 0.5}, "scale-jitter"),
+        ({"gamma_jitter": -0.1}, "gamma-jitter"),
     ],
 )
 def test_bad_settings_are_refused_before_work(change, message):

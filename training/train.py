@@ -17,6 +17,7 @@ from pathlib import Path
 import keras
 import numpy as np
 import tensorflow as tf
+from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
@@ -114,12 +115,20 @@ class CropSampler(keras.utils.PyDataset):
         seg = np.empty((len(chosen), g, g, 1), np.float32)
         seg_w = np.empty((len(chosen), g, g), np.float32)
         y = self.labels[chosen].astype(np.float32)[:, None]
+        steps = int(round(crop * c.scale_jitter / STRIDE))
         for j, i in enumerate(chosen):
             cy, cx = self._centre(i, rng)
-            y0 = int(np.clip(cy - crop // 2, 0, size - crop)) // STRIDE * STRIDE
-            x0 = int(np.clip(cx - crop // 2, 0, size - crop)) // STRIDE * STRIDE
-            image = self.images[i, y0 : y0 + crop, x0 : x0 + crop]
-            mask = self.masks[i, y0 // STRIDE : y0 // STRIDE + g, x0 // STRIDE : x0 // STRIDE + g]
+            region = min(size, crop + STRIDE * int(rng.integers(-steps, steps + 1)))
+            y0 = int(np.clip(cy - region // 2, 0, size - region)) // STRIDE * STRIDE
+            x0 = int(np.clip(cx - region // 2, 0, size - region)) // STRIDE * STRIDE
+            image = self.images[i, y0 : y0 + region, x0 : x0 + region]
+            mask = self.masks[i, y0 // STRIDE : (y0 + region) // STRIDE, x0 // STRIDE : (x0 + region) // STRIDE]
+            if region != crop:
+                image = np.asarray(Image.fromarray(image.astype(np.float32), "F").resize((crop, crop), Image.BILINEAR))
+                mask = (np.asarray(Image.fromarray(mask, "F").resize((g, g), Image.BILINEAR)) > 0.5).astype(np.float32)
+            if c.gamma_jitter:
+                gamma = rng.uniform(1 / (1 + c.gamma_jitter), 1 + c.gamma_jitter)
+                image = 255.0 * (np.clip(image, 0, 255) / 255.0) ** gamma
             k, flip = int(rng.integers(4)), bool(rng.integers(2))
             image, mask = np.rot90(image, k), np.rot90(mask, k)
             if flip:
