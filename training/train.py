@@ -128,7 +128,7 @@ class CropSampler(keras.utils.PyDataset):
                 mask = (np.asarray(Image.fromarray(mask, "F").resize((g, g), Image.BILINEAR)) > 0.5).astype(np.float32)
             if c.gamma_jitter:
                 gamma = rng.uniform(1 / (1 + c.gamma_jitter), 1 + c.gamma_jitter)
-                image = 255.0 * (np.clip(image, 0, 255) / 255.0) ** gamma
+                image = 255.0 * (image / 255.0) ** gamma
             k, flip = int(rng.integers(4)), bool(rng.integers(2))
             image, mask = np.rot90(image, k), np.rot90(mask, k)
             if flip:
