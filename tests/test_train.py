@@ -44,6 +44,7 @@ def test_artifacts_hold_everything_a_consumer_needs(trained):
     assert val["recall"] >= 0.5 and 0.0 <= val["false_alarm_rate"] <= 1.0 and 0 < val["n_defects"] < val["n"]
     card = (model_dir / "README.md").read_text()
     assert f"on its\n  {val['n']} validation images, {val['n_defects']} of them defective" in card
+    assert "in 3 more orientations\n  (turned by 90, 180 and 270 degrees)" in card  # the default 4 views
 
 
 def test_reloaded_model_gives_the_same_probabilities(trained, tiny_data):
@@ -99,6 +100,7 @@ def test_predict_cli_reports_bad_files_and_predicts_the_rest(trained, tiny_data,
         ({"validate_every": 0}, "validate-every"),
         ({"scale_jitter": 0.5}, "scale-jitter"),
         ({"gamma_jitter": -0.1}, "gamma-jitter"),
+        ({"test_time_views": 3}, "test-time-views"),
     ],
 )
 def test_bad_settings_are_refused_before_work(change, message):

@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from space.inference import CONFIG_FILE
+from training.config import TrainConfig
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
 METRIC_NAMES = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "false_alarm_rate")
@@ -42,8 +43,10 @@ def render_model_card(model_dir, repo_id: str = "USER/NAME", dataset_repo: str |
     ]
     cm = metrics["confusion_matrix"]["rows_true_columns_predicted"]
     rows += ["", f"Confusion matrix (rows: true defects / no_defects; columns: predicted): {cm}"]
+    views = 1
     if config["backbone"] == "compact":
         origin, what = "trained from scratch", f"on {config['crop_size']}-px crops"
+        views = TrainConfig.from_dict(config).test_time_views
     else:
         origin = "frozen TF-Hub module" if config["backbone"].startswith("tfhub:") else f"frozen, weights {config['weights']!r}"
         origin += (", top blocks fine-tuned" if config.get("fine_tune") else "")
@@ -59,6 +62,7 @@ def render_model_card(model_dir, repo_id: str = "USER/NAME", dataset_repo: str |
         validation=metrics.get("validation"),
         image_size=info["image_size"],
         heatmap_layer=info["heatmap_layer"],
+        views=views,
         data_description=f"`{dataset_name}` ({config['backbone']} backbone, {origin})",
         training_summary=(
             f"Backbone `{config['backbone']}`, {metrics.get('epochs_run', '?')} epochs {what} "

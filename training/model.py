@@ -11,11 +11,20 @@ trains on crops and classifies whole images with the same weights, and the max m
 independent of image size. Dilated convolutions give ~160 px of context, which is what lets it
 learn that a dark spot at the centre of a radial texture is normal.
 
-Two models share one set of layers:
+Whole images are judged in several orientations (`test_time_views`: the image, its rotations and
+their mirror images) and the decision features averaged. The net is trained on all eight
+orientations, yet its chance peaks on a defect-free surface differ from one orientation to the next
+while a real defect shows in each, so the average lowers the former more: four views lift recall at
+1 % false alarms on README's independent set from 0.923 to 0.944.
+
+Three models share one set of layers:
 - `trainer`: grayscale crops (values 0-255) -> {"seg": logits map, "p_defects": probability};
+- `whole_image`: grayscale images of `image_size` -> {"features": the decision features averaged
+  over the views, "p_defects"}: what the decision layer is fitted and the threshold chosen on;
 - `classifier`: what is saved and published: RGB uint8 images of any size -> P(defects), with
-  resizing, grayscale conversion and scaling inside, built only from stock Keras layers so
-  `keras.saving.load_model` needs no custom code (safe_mode stays on).
+  resizing, grayscale conversion, scaling and the views inside, built only from stock Keras layers
+  so `keras.saving.load_model` needs no custom code (safe_mode stays on). Its heat map
+  (`HEATMAP_LAYER`'s first output) is that of the image as given.
 """
 
 from __future__ import annotations
@@ -34,11 +43,11 @@ OUTPUT_LAYER = "p_defects"
 
 @dataclass
 class CompactModels:
-    """Three views of one set of weights."""
+    """Three models of one set of weights."""
 
     trainer: keras.Model  # gray crops -> {"seg", "p_defects"}
     classifier: keras.Model  # RGB image -> P(defects); what is saved
-    pooled: keras.Model  # gray image -> the decision head's input features
+    whole_image: keras.Model  # gray image -> {"features" (the decision layer's input), "p_defects"}
 
 
 def norm_layer(kind: str, name: str, layers=layers):
@@ -79,17 +88,25 @@ def build_compact(config: TrainConfig, lib=keras) -> CompactModels:
     join = layers.Concatenate(name="decision_features", dtype="float32")
     decide = layers.Dense(1, activation="sigmoid", name=OUTPUT_LAYER, dtype="float32")
 
-    def forward(x):
+    def pooled(x):
         for layer in body:
             x = layer(x)
         seg = seg_head(x)
-        pooled = join([pools[0](seg), pools[1](seg), pools[2](x), pools[3](x)])
-        return seg, pooled, decide(pooled)
+        return seg, join([pools[0](seg), pools[1](seg), pools[2](x), pools[3](x)])
 
-    gray = lib.Input((None, None, 1), name="gray")
-    seg, pooled, p = forward(gray)
-    trainer = lib.Model(gray, {"seg": seg, "p_defects": p}, name="compact_trainer")
-    pooled_model = lib.Model(gray, pooled, name="compact_pooled")
+    view = dihedral_views(config.test_time_views, config.image_size, layers)
+
+    def whole_image_features(x):
+        features = [pooled(v)[1] for v in view(x)]
+        return features[0] if len(features) == 1 else layers.Average(name="view_average")(features)
+
+    crops = lib.Input((None, None, 1), name="gray")
+    seg, features = pooled(crops)
+    trainer = lib.Model(crops, {"seg": seg, "p_defects": decide(features)}, name="compact_trainer")
+
+    gray = lib.Input((config.image_size, config.image_size, 1), name="gray_image")
+    features = whole_image_features(gray)
+    whole_image = lib.Model(gray, {"features": features, "p_defects": decide(features)}, name="compact_whole_image")
 
     image = lib.Input((None, None, 3), name="image")
     # "area" averages when downscaling (no aliasing) and exists in Keras 3 and tf-keras alike.
@@ -97,9 +114,37 @@ def build_compact(config: TrainConfig, lib=keras) -> CompactModels:
     to_gray = layers.Conv2D(1, 1, use_bias=False, trainable=False, name="to_gray")
     x = to_gray(x)
     to_gray.set_weights([np.full((1, 1, 3, 1), 1.0 / 3.0, dtype=np.float32)])
-    _, _, p = forward(x)
-    classifier = lib.Model(image, p, name="defect_classifier")
-    return CompactModels(trainer, classifier, pooled_model)
+    classifier = lib.Model(image, decide(whole_image_features(x)), name="defect_classifier")
+    return CompactModels(trainer, classifier, whole_image)
+
+
+def dihedral_views(n: int, size: int, layers):
+    """A function giving a square (size x size x 1) image's first `n` orientations, the image
+    itself first: 1 (as given), 2 (and its transpose), 4 (its rotations), 8 (the rotations and
+    their transposes).
+
+    Stock layers only, so the saved model loads without custom code: the transpose is a Permute,
+    the mirror a frozen Dense whose kernel reverses each row (exact in float32), so the layers
+    exist in Keras 3 and tf-keras alike.
+    """
+    if n == 1:
+        return lambda x: [x]
+    transpose = layers.Permute((2, 1, 3), name="transpose")
+    if n == 2:
+        return lambda x: [x, transpose(x)]
+    rows = layers.Reshape((size, size), name="rows")
+    mirror = layers.Dense(size, use_bias=False, trainable=False, name="mirror")
+    channel = layers.Reshape((size, size, 1), name="channel")
+    mirror.build((None, size, size))
+    mirror.set_weights([np.eye(size, dtype=np.float32)[::-1]])
+
+    def views(x):
+        rotations = [x]
+        for _ in range(3):
+            rotations.append(channel(mirror(rows(transpose(rotations[-1])))))
+        return rotations if n == 4 else rotations + [transpose(r) for r in rotations]
+
+    return views
 
 
 def as_float32(models: CompactModels, config: TrainConfig) -> CompactModels:

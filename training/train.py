@@ -231,7 +231,7 @@ def fit_decision_head(models: CompactModels, images: np.ndarray, labels: np.ndar
 
     Crops taught the features; the decision must be calibrated on what it will see: whole images.
     """
-    features = np.concatenate([models.pooled.predict_on_batch(b) for b in full_image_batches(images)])
+    features = np.concatenate([models.whole_image.predict_on_batch(b)["features"] for b in full_image_batches(images)])
     mean, std = features.mean(0), features.std(0) + 1e-6
     head = LogisticRegression(C=1.0, class_weight="balanced", max_iter=2000, random_state=seed)
     head.fit((features - mean) / std, labels)
@@ -285,7 +285,7 @@ def train_compact(config: TrainConfig, fit_samples, val_samples, strategy, out: 
     history["val_auc"] = validation.history(len(history["loss"]))
     models = as_float32(models, config)
     fit_decision_head(models, images, labels, config.seed)
-    val_p = np.concatenate([models.trainer.predict_on_batch(b)["p_defects"].reshape(-1) for b in full_image_batches(v_images)])
+    val_p = np.concatenate([models.whole_image.predict_on_batch(b)["p_defects"].reshape(-1) for b in full_image_batches(v_images)])
     return models.classifier, history, val_p
 
 
