@@ -107,7 +107,7 @@ class TrainConfig:
                 f"--scale-jitter must be in [0, 0.5) and --gamma-jitter in [0, 1), got {self.scale_jitter} and {self.gamma_jitter}"
             )
         if self.test_time_views not in TEST_TIME_VIEWS:
-            raise ValueError(f"--test-time-views must be one of 1, 2, 4, 8, got {self.test_time_views}")
+            raise ValueError(f"--test-time-views must be one of {', '.join(map(str, TEST_TIME_VIEWS))}, got {self.test_time_views}")
         if not 0.0 < self.val_fraction < 0.5:
             raise ValueError(f"--val-fraction must be in (0, 0.5), got {self.val_fraction}")
         for name in ("epochs", "steps_per_epoch", "batch_size", "mine_every", "validate_every"):
