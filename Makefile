@@ -13,10 +13,12 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 
 .PHONY: install browser legacy data train demo test clean
 
-$(VENV)/.installed: requirements.txt
+# The pinned requirements, then this project itself, editable: the `defect-classifier` command.
+$(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $@
 
 install: $(VENV)/.installed
@@ -36,12 +38,12 @@ legacy: $(LEGACY)/.installed
 
 $(DATA)/train/metadata.csv: $(VENV)/.installed training/synthetic.py
 	rm -rf $(DATA)
-	$(PY) -m training generate --out $(DATA)
+	$(VENV)/bin/defect-classifier generate --out $(DATA)
 
 data: $(DATA)/train/metadata.csv
 
 $(RUN)/model/defect_config.json: $(DATA)/train/metadata.csv
-	$(PY) -m training train --data $(DATA) --out $(RUN) --backbone compact $(DEMO_TRAIN_FLAGS)
+	$(VENV)/bin/defect-classifier train --data $(DATA) --out $(RUN) --backbone compact $(DEMO_TRAIN_FLAGS)
 
 train: $(RUN)/model/defect_config.json
 

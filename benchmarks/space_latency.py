@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "space"))
 
 import numpy as np  # noqa: E402
 
-from inference import DefectClassifier, read_image  # noqa: E402
+from defect_inference import DefectClassifier, read_image  # noqa: E402
 
 
 def percentiles(seconds: list[float]) -> tuple[float, float]:

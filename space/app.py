@@ -1,13 +1,16 @@
 """Gradio Space: is this surface defective, and where?
 
 Loads the model named by MODEL_ID (a Hub repo id, optionally `id@revision`, or a local model
-folder) with everything that travels with it: class names, image size, decision threshold.
-Run locally with `MODEL_ID=runs/demo/model python space/app.py`.
+folder) with everything that travels with it: class names, image handling, decision threshold.
+Run locally with `MODEL_ID=runs/demo/model python space/app.py`. The inference core
+(`defect_inference`) is the installed package here; `push-space` copies it beside this file, so
+the Space runs without the rest of the project.
 """
 
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import sys
 import tempfile
@@ -24,11 +27,7 @@ os.environ.setdefault("GRADIO_EXAMPLES_CACHE", str(Path(PROCESS_FILES.name) / "e
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
 
-# On a Space, and with `python space/app.py`, this folder is on the path already; tests import
-# the app as `space.app`, so make `inference` importable the same way in every case.
-sys.path.insert(0, str(HERE))
-
-from inference import (  # noqa: E402
+from defect_inference import (  # noqa: E402
     IMAGE_SUFFIXES,
     ROW_COLUMNS,
     DefectClassifier,
@@ -38,6 +37,7 @@ from inference import (  # noqa: E402
     read_image,
 )
 
+log = logging.getLogger("space")
 EXAMPLES_DIR = HERE / "examples"
 OVERLAY_COLOR = np.array([255, 40, 0], np.float32)
 BOX_COLOR = np.array([255, 230, 0], np.uint8)
@@ -213,20 +213,21 @@ def example_files(dataset_id: str | None) -> tuple[list[str], str]:
             found = sorted(str(p) for p in (folder / "examples").glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
             if found:
                 return found, f"dataset {dataset_id}"
-            print(f"{dataset_id} has no examples/ folder: showing the bundled examples", file=sys.stderr)
+            log.warning("%s has no examples/ folder: showing the bundled examples", dataset_id)
         except Exception as err:  # noqa: BLE001 - offline, private or missing: the Space still starts
-            print(f"cannot fetch examples from {dataset_id} ({type(err).__name__}): showing the bundled ones", file=sys.stderr)
+            log.warning("cannot fetch examples from %s (%s): showing the bundled ones", dataset_id, type(err).__name__)
     return sorted(str(p) for p in EXAMPLES_DIR.glob("*.png")), "bundled examples"
 
 
 def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     model_id = configured_model_id()
     if not model_id:
         sys.exit("no model: set MODEL_ID to a Hub model repo id (user/name) or a local model folder")
     classifier = DefectClassifier.from_pretrained(model_id)
     classifier.warm_up()
     examples, source = example_files(_configured("DATASET_ID", "datasets"))
-    print(f"examples: {len(examples)} from {source}")
+    log.info("examples: %d from %s", len(examples), source)
     demo = build_demo(classifier, examples)
     demo.queue(default_concurrency_limit=2)
     port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))

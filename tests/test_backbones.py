@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from space.inference import DefectClassifier, read_image
+from defect_inference import DefectClassifier, read_image
 from training.config import TrainConfig
 from training.pretrained import build_efficientnet, efficientnet_backbone
 
@@ -219,7 +219,7 @@ MIRRORED = """
 import sys, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from training.__main__ import main
+from training.cli import main
 sys.exit(main(sys.argv[1:]))
 """
 
@@ -235,6 +235,6 @@ def test_mirrored_strategy_trains_on_two_cpu_devices(tiny_data, tmp_path, backbo
     result = subprocess.run([sys.executable, "-c", MIRRORED, *args], cwd=ROOT, capture_output=True, text=True,
                             timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "training on 2 replica(s) (MirroredStrategy)" in result.stdout
+    assert "training on 2 replica(s) (MirroredStrategy)" in result.stderr  # logged
     assert json.loads((tmp_path / "model" / "metrics.json").read_text())["n_test"] == 40
     assert keras.saving.load_model(tmp_path / "model").count_params() > 0

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
 import io
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from space.inference import ImageError, read_image
+from defect_inference import ImageError, read_image
 from training.data import DataError, Ellipse, decode_images, load_splits
 
 
@@ -84,10 +82,9 @@ def test_dagm_competition_layout_masks_become_ellipses(tmp_path):
     assert min(abs(e.angle), abs(e.angle - math.pi)) < 0.05
 
 
-def test_unseen_surfaces_benchmark_writes_a_readable_dagm_competition_set(tmp_path, monkeypatch):
-    # Imported by name: its worker processes must find the module again.
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    bench = importlib.import_module("unseen_surfaces")
+def test_unseen_surfaces_generator_writes_a_readable_dagm_competition_set(tmp_path):
+    from training import synthetic_unseen as bench
+
     written = bench.write_set(tmp_path, seed=0, good=4, defective=4)
     read = load_splits(tmp_path)
     assert {k: len(v) for k, v in read.items()} == {"train": 36, "test": 12}

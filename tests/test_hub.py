@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from space.inference import DefectClassifier, read_image
+from defect_inference import DefectClassifier, read_image
 from tests.hub_server import Fault
 from training.publish import PublishError, push_model
 
@@ -198,7 +198,7 @@ def test_push_space_uploads_the_folder_and_names_the_model(hub, hf_token, tmp_pa
     url = push_space(space_dir, "tester/defect-space", "tester/surface-defects", dataset_repo="tester/surfaces")
     assert "/spaces/tester/defect-space/commit/" in url
     files = hub.files("space", "tester/defect-space")
-    assert {"app.py", "inference.py", "requirements.txt", "README.md"} <= set(files)
+    assert {"app.py", "defect_inference/__init__.py", "defect_inference/classifier.py", "requirements.txt", "README.md"} <= set(files)
     assert not any(name.startswith("examples/") is False and name.endswith(".pyc") for name in files)
     assert any(name.startswith("examples/") for name in files)
     readme = tmp_path / "README.md"

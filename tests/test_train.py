@@ -11,7 +11,7 @@ import keras
 import numpy as np
 import pytest
 
-from space.inference import DefectClassifier, read_image
+from defect_inference import DefectClassifier, read_image
 from tests.conftest import SHORT_RUN
 from training.config import TrainConfig
 from training.data import DataError, load_splits

@@ -9,7 +9,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from space.inference import CONFIG_FILE
+from defect_inference import load_model_config
+from training.backbones import backbone_for
 from training.config import TrainConfig
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
@@ -21,9 +22,9 @@ def render_model_card(model_dir, repo_id: str = "USER/NAME", dataset_repo: str |
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     model_dir = Path(model_dir)
-    info = json.loads((model_dir / CONFIG_FILE).read_text())
+    info = load_model_config(model_dir)
     metrics = json.loads((model_dir / "metrics.json").read_text())
-    config = info["training_config"]
+    config = info.training_config
     dataset_name = dataset_repo or Path(config["data"]).name
     results = [
         EvalResult(
@@ -43,25 +44,20 @@ def render_model_card(model_dir, repo_id: str = "USER/NAME", dataset_repo: str |
     ]
     cm = metrics["confusion_matrix"]["rows_true_columns_predicted"]
     rows += ["", f"Confusion matrix (rows: true defects / no_defects; columns: predicted): {cm}"]
-    views = 1
-    if config["backbone"] == "compact":
-        origin, what = "trained from scratch", f"on {config['crop_size']}-px crops"
-        views = TrainConfig.from_dict(config).test_time_views
-    else:
-        origin = "frozen TF-Hub module" if config["backbone"].startswith("tfhub:") else f"frozen, weights {config['weights']!r}"
-        origin += (", top blocks fine-tuned" if config.get("fine_tune") else "")
-        what = "of a sigmoid head on cached backbone features"
+    backbone = backbone_for(config["backbone"])
+    origin, what = backbone.describe(config)
+    views = backbone.views(TrainConfig.from_dict(config))
     card = ModelCard.from_template(
         card_data,
         template_path=str(TEMPLATE),
         model_name=repo_id.split("/")[-1],
         repo_id=repo_id,
-        class_names=info["class_names"],
-        threshold=info["threshold"],
+        class_names=list(info.class_names),
+        threshold=info.threshold,
         target_recall=config["target_recall"],
         validation=metrics.get("validation"),
-        image_size=info["image_size"],
-        heatmap_layer=info["heatmap_layer"],
+        image_size=info.image_size,
+        heatmap_layer=info.heatmap_layer,
         views=views,
         data_description=f"`{dataset_name}` ({config['backbone']} backbone, {origin})",
         training_summary=(

@@ -1,115 +1,163 @@
-"""Every training choice in one typed object, saved beside the model so any run can be repeated."""
+"""Every training choice in one typed object, saved beside the model so any run can be repeated.
+
+Each field carries its help text (and its choices, where it has a fixed set) as metadata: the CLI
+builds one option per field from it, `validate` refuses every setting that cannot work before any
+data is read, and the model card shows the whole object. `train --config` reads it back.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 from dataclasses import dataclass, field
+from pathlib import Path
 
-
-BACKBONES = ("compact", "efficientnet_b0")
 HUB_PREFIX = "tfhub:"
+PRETRAINED = ("efficientnet_b0",)
+BACKBONE_CHOICES = ("compact", *PRETRAINED)
+NORMS = ("instance", "batch")
 DISTRIBUTE = ("none", "mirrored", "multiworker")
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 TEST_TIME_VIEWS = (1, 2, 4, 8)
+COMPACT_LAYERS = 7
+# Settings added later, at the value that configs saved before them ran with.
 SAVED_BEFORE = {"test_time_views": 1}
+
+
+def option(default, help: str, choices=None, **kwargs):
+    """A config field with its CLI help (and choices) as metadata."""
+    metadata = {"help": help} if choices is None else {"help": help, "choices": choices}
+    if isinstance(default, (list, tuple)):
+        return field(default_factory=lambda: tuple(default), metadata=metadata, **kwargs)
+    return field(default=default, metadata=metadata, **kwargs)
 
 
 @dataclass
 class TrainConfig:
     # data
-    data: str = "data/synthetic"
-    out: str = "runs/compact"
-    val_fraction: float = 0.15
-    test_fraction: float = 0.25  # used only when the data has no test split
-    seed: int = 0
+    data: str = option("data/synthetic", "Dataset to train on: a folder in any layout the tool reads, or a Hub dataset id (user/name).")
+    out: str = option("runs/compact", "Run folder to write: OUT/model (what is published), OUT/metrics.json, OUT/logs.")
+    val_fraction: float = option(0.15, "Share of the training images held out to pick the epoch and the decision threshold.")
+    test_fraction: float = option(0.25, "Share held out for the test metrics when the data has no test split of its own.")
+    seed: int = option(0, "Random seed of splits, initialisation and sampling: the same seed and data repeat a run.")
     # model
-    backbone: str = "compact"  # or "efficientnet_b0", or "tfhub:HANDLE" (a TF-Hub feature-vector module)
-    weights: str = "imagenet"  # efficientnet_b0 only: "imagenet" (downloaded), "none", or a weights file
-    fine_tune: bool = False  # pretrained backbones: then unfreeze the top blocks at a low learning rate
-    fine_tune_epochs: int = 5
-    image_size: int = 512
-    widths: tuple[int, ...] = (16, 32, 32, 64, 64, 64, 64)
-    norm: str = "instance"  # or "batch"
+    backbone: str = option(
+        "compact",
+        f"Network: 'compact' (a segmentation net trained from scratch, with a heat map), 'efficientnet_b0' "
+        f"(frozen ImageNet backbone) or '{HUB_PREFIX}HANDLE' (a frozen TF-Hub image feature-vector module, URL or folder).",
+    )
+    weights: str = option("imagenet", "efficientnet_b0 only: 'imagenet' (downloaded once), 'none', or a local weights file.")
+    fine_tune: bool = option(False, "efficientnet_b0 only: after the head, also train the backbone's top blocks at a low learning rate.")
+    fine_tune_epochs: int = option(5, "efficientnet_b0 only: epochs of training with --fine-tune.")
+    image_size: int = option(512, "Working resolution: every image is resized to this square (pixels, a multiple of 8) inside the model.")
+    widths: tuple[int, ...] = option(
+        (16, 32, 32, 64, 64, 64, 64), f"compact only: the number of filters of each of its {COMPACT_LAYERS} convolution layers."
+    )
+    norm: str = option("instance", "compact only: 'instance' (each image normalised by its own statistics, the same in training and use) or 'batch'.", NORMS)
     # training
-    crop_size: int = 256
-    batch_size: int = 16
-    epochs: int = 64
-    steps_per_epoch: int = 50  # compact: batches per epoch, whatever the dataset size
-    # Epochs without a better validation score before stopping. Half the default run: the score is
-    # noisy, and one lucky early epoch must not end a run before the learning rate has decayed.
-    patience: int = 32
-    learning_rate: float = 2e-3
-    seg_loss_weight: float = 1.0
-    hard_negative_fraction: float = 0.5
-    synthetic_fraction: float = 0.3  # defect-free crops that get a generic synthetic anomaly
-    # compact: each crop is taken up to this fraction larger or smaller and resized back, and its grey
-    # levels raised to a power in [1/(1+g), 1+g]: more normal looks of each surface than the images
-    # hold, the one lever that moved recall at 1 % false alarms being more distinct training images
-    scale_jitter: float = 0.125
-    gamma_jitter: float = 0.25
-    mine_every: int = 6  # compact: epochs between hard-negative searches over whole images
-    validate_every: int = 2  # compact: epochs between whole-image validations (and the last)
-    # compact: whole images are judged in 1, 2, 4 or 8 orientations, the decision features averaged
-    # (model.py); 4 costs 4x the inference time (still well under 0.1 s per image on a CPU)
-    test_time_views: int = 4
-    distribute: str = "none"  # or "mirrored" (all local devices), "multiworker" (TF_CONFIG cluster)
-    precision: str = "auto"  # compact: mixed precision where the hardware has it (see devices.py)
+    crop_size: int = option(256, "compact only: side of the square crops it trains on (a multiple of 8, at most --image-size).")
+    batch_size: int = option(16, "Images (compact: crops) per training step.")
+    epochs: int = option(64, "Most epochs to train.")
+    steps_per_epoch: int = option(50, "compact only: batches per epoch, whatever the dataset size.")
+    # Half the default run: the score is noisy, and one lucky early epoch must not end a run before
+    # the learning rate has decayed.
+    patience: int = option(32, "Epochs without a better validation score before training stops early.")
+    learning_rate: float = option(2e-3, "Initial learning rate of Adam (compact: cosine-decayed over the run).")
+    seg_loss_weight: float = option(1.0, "compact only: weight of the defect-map loss beside the decision loss.")
+    hard_negative_fraction: float = option(0.5, "compact only: share of defect-free crops taken where the model currently sees the most defect-like spot.")
+    synthetic_fraction: float = option(0.3, "compact only: share of defect-free crops that get a generic synthetic anomaly and count as defective.")
+    # More normal looks of each surface than the images hold: more distinct training images is the
+    # lever that moved recall at few false alarms most (docs/experiments.md).
+    scale_jitter: float = option(0.125, "compact only: each crop is taken up to this fraction larger or smaller and resized back.")
+    gamma_jitter: float = option(0.25, "compact only: each crop's grey levels are raised to a random power in [1/(1+g), 1+g].")
+    mine_every: int = option(6, "compact only: epochs between searches for hard negatives over whole images.")
+    validate_every: int = option(2, "compact only: epochs between whole-image validations (the last epoch is always validated).")
+    test_time_views: int = option(
+        4, "compact only: orientations each whole image is judged in, decision features averaged (inference time grows with it).",
+        TEST_TIME_VIEWS,
+    )
+    distribute: str = option("none", "'mirrored': all local devices; 'multiworker': the cluster in TF_CONFIG.", DISTRIBUTE)
+    precision: str = option("auto", "compact only: compute precision; 'auto' is mixed precision where the hardware has it natively.", PRECISIONS)
     # decision
-    target_recall: float = 0.99
-    class_names: tuple[str, str] = field(default=("defects", "no_defects"))
+    target_recall: float = option(0.99, "Defect recall the decision threshold must reach on the validation split, with the fewest false alarms.")
+    class_names: tuple[str, str] = option(("defects", "no_defects"), "The two class names, the defect class first; fixed.", init=False)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> "TrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
+        known = {f.name for f in dataclasses.fields(cls) if f.init}
+        values = {k: v for k, v in values.items() if k != "class_names"}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown training setting(s): {', '.join(unknown)}")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-        # Settings added later, at the value that configs saved before them ran with.
-        values = {**SAVED_BEFORE, **values}
-        return cls(**values)
+        return cls(**{**SAVED_BEFORE, **values})
+
+    @classmethod
+    def from_file(cls, path) -> "TrainConfig":
+        """A saved config: `defect_config.json` of a model folder, or a JSON file of settings."""
+        path = Path(path)
+        try:
+            values = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise ValueError(f"--config {path} cannot be read as JSON ({err})") from None
+        if not isinstance(values, dict):
+            raise ValueError(f"--config {path} must hold a JSON object of settings")
+        return cls.from_dict(values.get("training_config", values))
 
     def validate(self) -> None:
-        """Refuse settings that cannot work, before any long work starts."""
-        if self.backbone not in BACKBONES and not (self.backbone.startswith(HUB_PREFIX) and len(self.backbone) > len(HUB_PREFIX)):
-            raise ValueError(
+        """Refuse settings that cannot work, all at once, before any long work starts."""
+        problems = list(self.problems())
+        if problems:
+            raise ValueError("invalid training settings:\n  " + "\n  ".join(problems) if len(problems) > 1 else problems[0])
+
+    def problems(self):
+        for f in dataclasses.fields(self):
+            value, choices = getattr(self, f.name), f.metadata.get("choices")
+            if choices and value not in choices:
+                yield f"--{_flag(f.name)} must be one of {', '.join(map(str, choices))}, got {value!r}"
+            if isinstance(value, float) and not math.isfinite(value):
+                yield f"--{_flag(f.name)} must be a finite number, got {value}"
+        if self.backbone not in BACKBONE_CHOICES and not (self.backbone.startswith(HUB_PREFIX) and len(self.backbone) > len(HUB_PREFIX)):
+            yield (
                 f"unknown backbone {self.backbone!r}: choose compact, efficientnet_b0, or "
                 f"{HUB_PREFIX}HANDLE (a TF-Hub image feature-vector module URL or folder)"
             )
         if self.fine_tune and self.backbone != "efficientnet_b0":
-            raise ValueError(f"--fine-tune needs --backbone efficientnet_b0 (got {self.backbone})")
-        if self.distribute not in DISTRIBUTE:
-            raise ValueError(f"--distribute must be one of {', '.join(DISTRIBUTE)}, got {self.distribute!r}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"--precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
-        if self.backbone == "efficientnet_b0" and self.weights not in ("imagenet", "none"):
-            from pathlib import Path
-
-            if not Path(self.weights).is_file():
-                raise ValueError(
-                    f"--weights {self.weights!r} is neither 'imagenet', 'none' nor an existing weights file"
-                )
+            yield f"--fine-tune needs --backbone efficientnet_b0 (got {self.backbone})"
+        if self.backbone == "efficientnet_b0" and self.weights not in ("imagenet", "none") and not Path(self.weights).is_file():
+            yield f"--weights {self.weights!r} is neither 'imagenet', 'none' nor an existing weights file"
         if not 0.0 < self.target_recall <= 1.0:
-            raise ValueError(f"--target-recall must be in (0, 1], got {self.target_recall}")
+            yield f"--target-recall must be in (0, 1], got {self.target_recall}"
         if self.image_size < 64 or self.image_size % 8:
             # EfficientNet-B0 downsamples 32x; below 64 px its last map is 1x1 and the heat map is empty.
-            raise ValueError(f"--image-size must be a multiple of 8 and at least 64, got {self.image_size}")
+            yield f"--image-size must be a multiple of 8 and at least 64, got {self.image_size}"
         if self.backbone == "compact" and (not 32 <= self.crop_size <= self.image_size or self.crop_size % 8):
-            raise ValueError(
-                f"--crop-size must be a multiple of 8 between 32 and --image-size ({self.image_size}), "
-                f"got {self.crop_size}"
-            )
-        if not 0.0 <= self.scale_jitter < 0.5 or not 0.0 <= self.gamma_jitter < 1.0:
-            raise ValueError(
-                f"--scale-jitter must be in [0, 0.5) and --gamma-jitter in [0, 1), got {self.scale_jitter} and {self.gamma_jitter}"
-            )
-        if self.test_time_views not in TEST_TIME_VIEWS:
-            raise ValueError(f"--test-time-views must be one of {', '.join(map(str, TEST_TIME_VIEWS))}, got {self.test_time_views}")
+            yield f"--crop-size must be a multiple of 8 between 32 and --image-size ({self.image_size}), got {self.crop_size}"
+        if len(self.widths) != COMPACT_LAYERS or any(not isinstance(w, int) or w < 1 for w in self.widths):
+            yield f"--widths must be {COMPACT_LAYERS} positive whole numbers, got {' '.join(map(str, self.widths))}"
+        if not 0.0 <= self.scale_jitter < 0.5:
+            yield f"--scale-jitter must be in [0, 0.5), got {self.scale_jitter}"
+        if not 0.0 <= self.gamma_jitter < 1.0:
+            yield f"--gamma-jitter must be in [0, 1), got {self.gamma_jitter}"
         if not 0.0 < self.val_fraction < 0.5:
-            raise ValueError(f"--val-fraction must be in (0, 0.5), got {self.val_fraction}")
-        for name in ("epochs", "steps_per_epoch", "batch_size", "mine_every", "validate_every"):
+            yield f"--val-fraction must be in (0, 0.5), got {self.val_fraction}"
+        if not 0.0 < self.test_fraction < 0.5:
+            yield f"--test-fraction must be in (0, 0.5), got {self.test_fraction}"
+        for name in ("hard_negative_fraction", "synthetic_fraction"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                yield f"--{_flag(name)} must be in [0, 1], got {getattr(self, name)}"
+        if not self.learning_rate > 0:
+            yield f"--learning-rate must be above 0, got {self.learning_rate}"
+        if not self.seg_loss_weight >= 0:
+            yield f"--seg-loss-weight must be 0 or more, got {self.seg_loss_weight}"
+        for name in ("epochs", "steps_per_epoch", "batch_size", "mine_every", "validate_every", "patience", "fine_tune_epochs"):
             if getattr(self, name) < 1:
-                raise ValueError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(self, name)}")
+                yield f"--{_flag(name)} must be at least 1, got {getattr(self, name)}"
+
+
+def _flag(name: str) -> str:
+    return name.replace("_", "-")

@@ -18,10 +18,10 @@ folder loader uses); the model's output is P(defects) whatever the order on disk
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import os
 import re
-import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +30,9 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from space.inference import IMAGE_SUFFIXES, ImageError, read_image
+from defect_inference import IMAGE_SUFFIXES, ImageError, read_image
 
+log = logging.getLogger(__name__)
 CLASS_NAMES = ("defects", "no_defects")
 EXPECTED_EXTRA_FILES = {"metadata.csv", "metadata.jsonl", "README.md", "labels.txt", "Labels.txt"}
 
@@ -130,7 +131,7 @@ def _image_files(folder: Path) -> list[Path]:
                 ignored.append(p)
     if ignored:
         shown = ", ".join(str(p) for p in ignored[:5])
-        print(f"warning: ignoring {len(ignored)} non-image file(s) in {folder}: {shown}", file=sys.stderr)
+        log.warning("ignoring %d non-image file(s) in %s: %s", len(ignored), folder, shown)
     return files
 
 
@@ -320,3 +321,8 @@ def decode_images(
     images = np.stack([r[0] for r in results])
     scales = np.array([r[1] for r in results], dtype=np.float32)
     return images, scales
+
+
+def class_weights(positive_share: float) -> dict[int, float]:
+    """Loss weights that give both classes half of the loss."""
+    return {1: 0.5 / positive_share, 0: 0.5 / (1 - positive_share)}

@@ -11,7 +11,7 @@ import numpy as np
 from sklearn import metrics as skm
 from tqdm import tqdm
 
-from space.inference import DefectClassifier, Prediction, read_image
+from defect_inference import DefectClassifier, Prediction, read_image
 from training.data import CLASS_NAMES, Sample
 
 

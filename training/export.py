@@ -1,10 +1,11 @@
-"""Write the model folder that users load and the Hub receives.
+"""Write the model folder that users load and the Hub receives (the contract: defect_inference.model_folder).
 
 The folder is exactly what gets pushed. It holds the Keras 3 files at its root (`config.json`,
 `metadata.json`, `model.weights.h5`), so `keras.saving.load_model(folder or "hf://user/repo")`
 works with safe_mode on; a tf-keras SavedModel of the same network for the legacy
-`huggingface_hub.from_pretrained_keras`; and `defect_config.json`: class names, what the output means, image size,
-decision threshold and the full training config, which every consumer reads.
+`huggingface_hub.from_pretrained_keras`; `defect_config.json` (class names, what the output means,
+image handling, decision threshold and the full training config), which every consumer reads; and
+the inference core with the Inference Endpoints handler, so the repo runs without this project.
 """
 
 from __future__ import annotations
@@ -15,84 +16,61 @@ from pathlib import Path
 
 import keras
 
-import space.inference
-from space.inference import CONFIG_FILE, HEATMAP_LAYER
+import defect_inference
+from defect_inference import CONFIG_FILE, HEATMAP_LAYER, ModelConfig, load_model_config
+from training.backbones import backbone_for
 from training.config import TrainConfig
-from training.model import copy_weights
 
-# Files every model repo carries so it runs without this project: the Inference Endpoints handler,
-# its requirements, and the one inference implementation (the Space's own).
-REPO_FILES = (
-    Path(__file__).parent / "model_repo" / "handler.py",
-    Path(__file__).parent / "model_repo" / "requirements.txt",
-    Path(space.inference.__file__),
-)
+MODEL_REPO_FILES = (Path(__file__).parent / "model_repo" / "handler.py", Path(__file__).parent / "model_repo" / "requirements.txt")
+CORE_DIR = Path(defect_inference.__file__).parent
 
 
-def legacy_twin(classifier: keras.Model, config: TrainConfig):
-    """The same network in tf-keras, for the legacy `huggingface_hub.from_pretrained_keras`.
-
-    A Keras 3 `model.export()` SavedModel does not give tf-keras a model with `predict`, so the
-    architecture is rebuilt in tf-keras from the same definition (build_compact or
-    build_efficientnet) and the weights are copied in order. Its SavedModel files
-    (saved_model.pb, keras_metadata.pb, variables/, fingerprint.pb) sit beside the Keras 3 files;
-    each loader reads only its own.
-    """
-    import tf_keras
-
-    if config.backbone == "compact":
-        from training.model import build_compact
-
-        twin = build_compact(config, lib=tf_keras).classifier
-    else:
-        from training.pretrained import build_efficientnet
-
-        twin, _ = build_efficientnet(config, lib=tf_keras)
-    copy_weights(classifier, twin)
-    return twin
+def copy_core(folder) -> Path:
+    """Copy the inference core package into `folder` (a model repo or a Space), sources only."""
+    target = Path(folder) / CORE_DIR.name
+    shutil.copytree(CORE_DIR, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"), dirs_exist_ok=True)
+    return target
 
 
-def export_model(classifier: keras.Model, config: TrainConfig, threshold: float, model_dir, history=None) -> Path:
+def export_model(classifier, config: TrainConfig, threshold: float, model_dir, history=None) -> Path:
     model_dir = Path(model_dir)
     if model_dir.exists():
         if any(model_dir.iterdir()) and not (model_dir / CONFIG_FILE).is_file():
             raise FileExistsError(f"{model_dir} exists and is not a model folder: choose another --out")
         shutil.rmtree(model_dir)
-    if isinstance(classifier, keras.Model):
-        keras.saving.save_model(classifier, model_dir, zipped=False)
-        twin = legacy_twin(classifier, config)
-    else:  # a TF-Hub backbone: a tf-keras model only (see pretrained.py)
+    backbone = backbone_for(config.backbone)
+    if backbone.legacy_twin is None:  # the trained classifier is a tf-keras model, its only saved form
         twin = classifier
+    else:
+        keras.saving.save_model(classifier, model_dir, zipped=False)
+        twin = backbone.legacy_twin(classifier, config)
     twin.save(str(model_dir), save_format="tf", include_optimizer=False)
-    info = {
-        "class_names": list(config.class_names),
-        "output": f"a single sigmoid unit: P({config.class_names[0]})",
-        "input": "RGB or grayscale-as-RGB images, values 0-255, any size (resized inside the model)",
-        "image_size": config.image_size,
-        "threshold": threshold,
-        "heatmap_layer": HEATMAP_LAYER if isinstance(classifier, keras.Model) else None,
-        "training_config": config.to_dict(),
-    }
-    (model_dir / CONFIG_FILE).write_text(json.dumps(info, indent=2))
-    for source in REPO_FILES:
+    ModelConfig(
+        class_names=tuple(config.class_names),
+        image_size=config.image_size,
+        threshold=float(threshold),
+        heatmap_layer=HEATMAP_LAYER if backbone.legacy_twin is not None else None,
+        training_config=config.to_dict(),
+    ).save(model_dir)
+    for source in MODEL_REPO_FILES:
         shutil.copy(source, model_dir / source.name)
+    copy_core(model_dir)
     if history:
         (model_dir.parent / "history.json").write_text(json.dumps(history, indent=2))
     return model_dir
 
 
 def reexport(model_dir) -> Path:
-    """Re-write an existing model folder with this version's extras (tf-keras twin, handler,
-    inference.py, card), keeping its weights, threshold, config, metrics and plots."""
+    """Re-write an existing model folder with this version's extras (tf-keras twin, handler, the
+    inference core, card, `defect_config.json` at the current schema), keeping its weights,
+    threshold, config, metrics and plots."""
     import tempfile
 
     from training.card import render_model_card
 
     model_dir = Path(model_dir)
-    if not (model_dir / CONFIG_FILE).is_file():
-        raise FileNotFoundError(f"{model_dir / CONFIG_FILE} is missing: pass a folder written by `train`")
-    info = json.loads((model_dir / CONFIG_FILE).read_text())
-    config = TrainConfig.from_dict(info["training_config"])
+    info = load_model_config(model_dir)
+    config = TrainConfig.from_dict(info.training_config)
     if not (model_dir / "config.json").is_file():
         raise ValueError(f"{model_dir} holds a TF-Hub model (a tf-keras SavedModel only): re-train it to re-export")
     classifier = keras.saving.load_model(model_dir, compile=False)
@@ -100,7 +78,7 @@ def reexport(model_dir) -> Path:
         kept = [p for p in model_dir.iterdir() if p.name == "metrics.json" or p.suffix == ".png"]
         for path in kept:
             shutil.copy(path, keep)
-        export_model(classifier, config, info["threshold"], model_dir)
+        export_model(classifier, config, info.threshold, model_dir)
         for path in Path(keep).iterdir():
             shutil.copy(path, model_dir / path.name)
     if (model_dir / "metrics.json").is_file():

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from space.inference import IMAGE_SUFFIXES, ROW_COLUMNS, DefectClassifier, predict_rows
+from defect_inference import IMAGE_SUFFIXES, ROW_COLUMNS, DefectClassifier, predict_rows
 
 
 def find_images(inputs: list[str]) -> list[Path]:

@@ -24,10 +24,13 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from space.inference import HEATMAP_LAYER
+from defect_inference import HEATMAP_LAYER
+from training.augment import augment_image
+from training.backbones import Backbone, fit_verbosity, register
 from training.config import HUB_PREFIX, TrainConfig
+from training.data import class_weights, decode_images
 from training.devices import compiled_call
-from training.model import OUTPUT_LAYER
+from training.model import OUTPUT_LAYER, copy_weights, resize_layer
 
 FEATURES_LAYER = "pooled_features"
 IMAGENET_HELP = (
@@ -65,7 +68,7 @@ def build_efficientnet(config: TrainConfig, lib=None, weights: str | None = None
         import keras as lib
     layers = lib.layers
     image = lib.Input((None, None, 3), name="image")
-    x = layers.Resizing(config.image_size, config.image_size, interpolation="area", name="resize")(image)
+    x = resize_layer(config.image_size, layers)(image)
     backbone = efficientnet_backbone(config, lib, weights)
     backbone.trainable = False
     maps = backbone(x, training=False)
@@ -113,20 +116,6 @@ def extract_features(fn, images: np.ndarray, batch_size: int, desc: str) -> np.n
     return np.concatenate(out)
 
 
-def augment(image, seed):
-    """Texture-safe augmentation: flips, 90-degree turns, shifts of up to 1/16, brightness."""
-    size = tf.shape(image)[0]
-    seeds = tf.random.experimental.stateless_split(tf.stack([seed, seed // 7]), 5)
-    image = tf.image.stateless_random_flip_left_right(image, seeds[0])
-    k = tf.random.stateless_uniform([], seeds[1], 0, 4, dtype=tf.int32)
-    image = tf.image.rot90(image, k)
-    pad = size // 16
-    padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
-    image = tf.image.stateless_random_crop(padded, tf.shape(image), seeds[2])
-    image = tf.image.stateless_random_brightness(image, 20.0, seeds[3])
-    return tf.clip_by_value(image, 0.0, 255.0)
-
-
 def image_pipeline(images, labels, config: TrainConfig, training: bool) -> tf.data.Dataset:
     """uint8 RGB arrays in memory -> shuffled, augmented float batches, prefetched."""
     data = tf.data.Dataset.from_tensor_slices((images, labels.astype(np.float32)))
@@ -134,13 +123,8 @@ def image_pipeline(images, labels, config: TrainConfig, training: bool) -> tf.da
     if training:
         randoms = tf.data.Dataset.random(seed=config.seed, rerandomize_each_iteration=True)
         data = tf.data.Dataset.zip(data, randoms).shuffle(len(images), seed=config.seed)
-        data = data.map(lambda xy, r: (augment(xy[0], r), xy[1]), num_parallel_calls=tf.data.AUTOTUNE)
+        data = data.map(lambda xy, r: (augment_image(xy[0], r), xy[1]), num_parallel_calls=tf.data.AUTOTUNE)
     return data.batch(config.batch_size).prefetch(tf.data.AUTOTUNE)
-
-
-def class_weights(positive_share: float) -> dict[int, float]:
-    """Weights that give both classes half of the loss."""
-    return {1: 0.5 / positive_share, 0: 0.5 / (1 - positive_share)}
 
 
 def train_head(features, labels, v_features, v_labels, config: TrainConfig, strategy, callbacks):
@@ -153,7 +137,7 @@ def train_head(features, labels, v_features, v_labels, config: TrainConfig, stra
     history = head.fit(
         features, labels.astype(np.float32), validation_data=(v_features, v_labels.astype(np.float32)),
         batch_size=config.batch_size, epochs=config.epochs, class_weight=class_weights(float(labels.mean())),
-        callbacks=callbacks(), verbose=2, shuffle=True,
+        callbacks=callbacks(), verbose=fit_verbosity(), shuffle=True,
     )
     return head, history.history
 
@@ -174,7 +158,7 @@ def fine_tune(classifier, backbone_name: str, data, config: TrainConfig, strateg
     history = classifier.fit(
         image_pipeline(images, labels, config, training=True),
         validation_data=image_pipeline(v_images, v_labels, config, training=False),
-        epochs=config.fine_tune_epochs, class_weight=class_weights(float(labels.mean())), callbacks=callbacks(), verbose=2,
+        epochs=config.fine_tune_epochs, class_weight=class_weights(float(labels.mean())), callbacks=callbacks(), verbose=fit_verbosity(),
     )
     return {f"fine_tune_{k}": v for k, v in history.history.items()}
 
@@ -186,7 +170,7 @@ def hub_classifier(handle: str, config: TrainConfig, head):
 
     layers = tf_keras.layers
     image = tf_keras.Input((None, None, 3), name="image")
-    x = layers.Resizing(config.image_size, config.image_size, interpolation="area", name="resize")(image)
+    x = resize_layer(config.image_size, layers)(image)
     x = layers.Rescaling(1.0 / 255, name="to_unit_range")(x)  # TF-Hub image modules take [0, 1]
     x = hub.KerasLayer(handle, trainable=False, name="hub_module")(x)
     dense = layers.Dense(1, activation="sigmoid", name=OUTPUT_LAYER)
@@ -195,9 +179,15 @@ def hub_classifier(handle: str, config: TrainConfig, head):
     return model
 
 
-def train_pretrained(config: TrainConfig, fit_samples, val_samples, strategy, callbacks):
+def train_pretrained(config: TrainConfig, fit_samples, val_samples, strategy, out):
     """Cache features, train the head, optionally fine-tune. Returns (classifier, history, val P)."""
-    from training.data import decode_images
+    def callbacks():
+        import keras
+
+        return [
+            keras.callbacks.EarlyStopping(patience=config.patience, restore_best_weights=True),
+            keras.callbacks.TensorBoard(log_dir=str(out / "logs")),
+        ]
 
     # The backbone first: a bad handle, file or unreachable download fails before any long work.
     if config.backbone.startswith(HUB_PREFIX):
@@ -223,3 +213,24 @@ def train_pretrained(config: TrainConfig, fit_samples, val_samples, strategy, ca
     if config.fine_tune:
         history.update(fine_tune(classifier, "efficientnetb0", ((images, labels), (v_images, v_labels)), config, strategy, callbacks))
     return classifier, history, classifier.predict(v_images.astype(np.float32), verbose=0).reshape(-1)
+
+
+def _efficientnet_twin(classifier, config: TrainConfig):
+    import tf_keras
+
+    twin, _ = build_efficientnet(config, lib=tf_keras)
+    copy_weights(classifier, twin)
+    return twin
+
+
+def _describe(config: dict) -> tuple[str, str]:
+    if config["backbone"].startswith(HUB_PREFIX):
+        origin = "frozen TF-Hub module"
+    else:
+        origin = f"frozen, weights {config['weights']!r}" + (", top blocks fine-tuned" if config.get("fine_tune") else "")
+    return origin, "of a sigmoid head on cached backbone features"
+
+
+register(Backbone("efficientnet_b0", train_pretrained, _efficientnet_twin, _describe))
+# A TF-Hub module lives only in tf-keras: the trained classifier is the saved form itself.
+register(Backbone("tfhub", train_pretrained, None, _describe))

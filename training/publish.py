@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from space.inference import CONFIG_FILE
+from defect_inference import CONFIG_FILE
 
 REQUIRED_MODEL_FILES = (
-    "config.json", "metadata.json", "model.weights.h5", CONFIG_FILE, "metrics.json", "handler.py", "inference.py",
-    "saved_model.pb", "keras_metadata.pb", "roc_curve.png", "confusion_matrix.png",
+    "config.json", "metadata.json", "model.weights.h5", CONFIG_FILE, "metrics.json", "handler.py",
+    "defect_inference/__init__.py", "saved_model.pb", "keras_metadata.pb", "roc_curve.png", "confusion_matrix.png",
 )
 
 
@@ -30,7 +30,7 @@ def check_model_folder(model_dir) -> Path:
     missing = [name for name in REQUIRED_MODEL_FILES if not (model_dir / name).is_file()]
     if missing:
         raise PublishError(
-            f"{model_dir} is missing {', '.join(missing)}: re-run `python -m training train` (or `export`) "
+            f"{model_dir} is missing {', '.join(missing)}: re-run `defect-classifier train` (or `export`) "
             "to write a complete model folder; nothing was uploaded"
         )
     return model_dir
@@ -79,7 +79,7 @@ def push_folder(
     repo_type: str = "model",
     private: bool = False,
     revision: str | None = None,
-    commit_message: str = "Upload with python -m training push",
+    commit_message: str = "Upload with defect-classifier push",
     token: str | None = None,
     space_sdk: str | None = None,
 ) -> str:
@@ -123,7 +123,7 @@ def push_dataset(data_dir, repo_id: str, private: bool = False, token: str | Non
         ds = ds.cast_column("label", datasets.ClassLabel(names=list(CLASS_NAMES)))
     examples = pick_examples(data_dir)
     try:
-        ds.push_to_hub(repo_id, private=private, token=token, commit_message="Upload with python -m training push")
+        ds.push_to_hub(repo_id, private=private, token=token, commit_message="Upload with defect-classifier push")
         card = _dataset_card(repo_id, ds, token)
         operations = [CommitOperationAdd("README.md", str(card).encode())] + [
             CommitOperationAdd(f"{EXAMPLES_FOLDER}/{name}", data) for name, data in examples
@@ -146,7 +146,7 @@ def pick_examples(data_dir, per_texture: int = 1, limit: int = 14) -> list[tuple
 
     from PIL import Image
 
-    from space.inference import read_image
+    from defect_inference import read_image
     from training.data import load_splits
 
     splits = load_splits(data_dir)
@@ -185,7 +185,7 @@ def _dataset_card(repo_id: str, ds, token: str | None):
         "`defect`, and the defect ellipse `cx, cy, a, b, angle` in pixels (a weak localization label); the "
         "defect columns are empty for defect-free images.\n\n"
         f"Splits: {sizes}. `{EXAMPLES_FOLDER}/` holds a few of the test images, which the Space shows as examples.\n\n"
-        "Made by `python -m training generate` (seeded noise textures, seven families including radial streaks "
+        "Made by `defect-classifier generate` (seeded noise textures, seven families including radial streaks "
         "whose normal look has a dark spot at the centre; defects drawn inside a random ellipse: scratch, "
         "blotch, smooth intensity change, texture break, some faint), or, for a real dataset, read from its "
         "folder by the same tool.\n"
@@ -197,8 +197,8 @@ def push_space(
     space_dir, repo_id: str, model_repo: str, dataset_repo: str | None = None, private: bool = False,
     token: str | None = None,
 ) -> str:
-    """Upload the Space folder with its README naming the model (and dataset), then set its
-    MODEL_ID variable.
+    """Upload the Space folder, with the inference core beside its app and its README naming the
+    model (and dataset), then set its MODEL_ID variable.
 
     The folder is uploaded in one commit; the app reads MODEL_ID, or the README's `models:` entry
     if the variable is not set, so the commit alone is enough to run. With a dataset repo, the
@@ -210,9 +210,12 @@ def push_space(
     from huggingface_hub import HfApi, SpaceCardData
     from huggingface_hub.repocard import RepoCard
 
+    from training.export import copy_core
+
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / "space"
         shutil.copytree(space_dir, staged, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyi", "__init__.py"))
+        copy_core(staged)
         card = RepoCard.load(staged / "README.md")
         data = card.data.to_dict()
         data["models"] = [model_repo]

@@ -1,8 +1,8 @@
 """Inference Endpoints handler: `EndpointHandler(path)({"inputs": image})` -> labels with scores.
 
 `inputs` may be image bytes, a base64 string of them, or a PIL image. The decision threshold and
-class names are the ones stored with the model (defect_config.json); `inference.py` beside this file
-is the same code the Space runs.
+class names are the ones stored with the model (defect_config.json); the `defect_inference`
+package beside this file is the same code the Space runs.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from inference import DefectClassifier, read_image  # noqa: E402
+from defect_inference import DefectClassifier, read_image  # noqa: E402
 
 
 class EndpointHandler:

@@ -1,0 +1,33 @@
+"""Many images in, one CSV-ready row each out: used by the predict CLI and the Space's batch tab alike."""
+
+from __future__ import annotations
+
+from defect_inference.classifier import DefectClassifier
+from defect_inference.images import ImageError, read_image
+
+ROW_COLUMNS = ("file", "p_defects", "label", "box_x0", "box_y0", "box_x1", "box_y1", "error")
+
+
+def predict_rows(classifier: DefectClassifier, items, batch_size: int = 16):
+    """Yield one CSV-ready row per (name, source) item, in order, batch by batch.
+
+    An unreadable item yields a row with its reason in `error` and no prediction; the others
+    are unaffected. Used by the predict CLI and the Space's batch tab alike.
+    """
+    items = list(items)
+    for start in range(0, len(items), batch_size):
+        rows, images = [], []
+        for name, source in items[start : start + batch_size]:
+            try:
+                images.append(read_image(source))
+                rows.append({"file": name})
+            except ImageError as err:
+                rows.append({"file": name, "error": str(err)})
+        results = iter(classifier.predict(images))
+        for row in rows:
+            if "error" not in row:
+                result = next(results)
+                row.update(p_defects=round(result.p_defects, 6), label=result.label)
+                if result.box:
+                    row.update(zip(ROW_COLUMNS[3:7], result.box))
+            yield {column: row.get(column, "") for column in ROW_COLUMNS}

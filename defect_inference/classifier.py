@@ -1,0 +1,112 @@
+"""The classifier: a loaded model folder that says `defects` or `no_defects` and where.
+
+The model's single sigmoid output is P(defects). Its layer `seg_logits` is a coarse map of where
+the defect is; the heat map and the box come from it. A model on a TF-Hub backbone is a tf-keras
+SavedModel without Keras 3 files and without such a map: it is loaded through
+`keras.layers.TFSMLayer` and gives verdicts without heat map or box.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from defect_inference.model_folder import load_model_config, resolve_model_dir
+
+# A box is drawn around the heat map's peak region: cells above this fraction of the peak.
+BOX_FRACTION = 0.5
+
+
+@dataclass
+class Prediction:
+    """What the model says about one image; the box is in the original image's pixels."""
+
+    p_defects: float
+    label: str
+    heatmap: np.ndarray | None  # (H, W) in [0, 1], the original image's size; None without a map
+    box: tuple[int, int, int, int] | None  # x0, y0, x1, y1, only when label is the defect class
+
+    def probabilities(self, class_names: list[str]) -> dict[str, float]:
+        return {class_names[0]: self.p_defects, class_names[1]: 1.0 - self.p_defects}
+
+
+class DefectClassifier:
+    """A loaded model plus everything that travels with it (class names, image handling, threshold)."""
+
+    def __init__(self, model_dir: str | os.PathLike):
+        import keras
+        import tensorflow as tf
+
+        model_dir = Path(model_dir)
+        self.config = load_model_config(model_dir)
+        self.class_names: list[str] = list(self.config.class_names)
+        self.image_size: int = self.config.image_size
+        self.threshold: float = self.config.threshold
+        if (model_dir / "config.json").is_file():
+            self.model = keras.saving.load_model(model_dir, compile=False)
+            heat = self.model.get_layer(self.config.heatmap_layer).output
+            both = keras.Model(self.model.inputs, [self.model.outputs[0], heat])
+            self._run = tf.function(lambda x: both(x, training=False), reduce_retracing=True)
+        else:
+            serving = keras.layers.TFSMLayer(str(model_dir), call_endpoint="serving_default")
+            self.model = serving
+            self._run = tf.function(lambda x: (next(iter(serving(x).values())), None), reduce_retracing=True)
+
+    @classmethod
+    def from_pretrained(cls, model_id: str) -> "DefectClassifier":
+        return cls(resolve_model_dir(model_id))
+
+    def warm_up(self) -> None:
+        self.predict([np.zeros((self.image_size, self.image_size, 3), np.uint8)])
+
+    def _resize(self, rgb: np.ndarray) -> np.ndarray:
+        if rgb.shape[:2] == (self.image_size, self.image_size):
+            return rgb
+        resized = Image.fromarray(rgb).resize((self.image_size, self.image_size), Image.BILINEAR, reducing_gap=3.0)
+        return np.asarray(resized)
+
+    def predict(self, images: list[np.ndarray]) -> list[Prediction]:
+        """Classify RGB uint8 arrays of any sizes (one batch; callers chunk long lists)."""
+        if not images:
+            return []
+        batch = np.stack([self._resize(img) for img in images]).astype(np.float32)
+        probs, heat = self._run(batch)
+        probs = np.asarray(probs).reshape(-1)
+        heat = [None] * len(images) if heat is None else 1.0 / (1.0 + np.exp(-np.asarray(heat)[..., 0]))
+        results = []
+        for image, p, h in zip(images, probs, heat):
+            height, width = image.shape[:2]
+            defective = bool(p >= self.threshold)
+            full = None
+            if h is not None:
+                full = np.asarray(Image.fromarray(h.astype(np.float32)).resize((width, height), Image.BILINEAR))
+                full = np.clip(full, 0.0, 1.0)
+            results.append(
+                Prediction(
+                    p_defects=float(p),
+                    label=self.class_names[0] if defective else self.class_names[1],
+                    heatmap=full,
+                    box=defect_box(h, width, height) if defective and h is not None else None,
+                )
+            )
+        return results
+
+
+def defect_box(heat: np.ndarray, width: int, height: int) -> tuple[int, int, int, int]:
+    """Box around the connected region of the heat map's peak, mapped to (width, height) pixels."""
+    from scipy import ndimage
+
+    peak = np.unravel_index(int(np.argmax(heat)), heat.shape)
+    regions, _ = ndimage.label(heat >= BOX_FRACTION * heat[peak])
+    ys, xs = np.nonzero(regions == regions[peak])
+    sy, sx = height / heat.shape[0], width / heat.shape[1]
+    return (
+        int(np.floor(xs.min() * sx)),
+        int(np.floor(ys.min() * sy)),
+        int(min(width, np.ceil((xs.max() + 1) * sx))),
+        int(min(height, np.ceil((ys.max() + 1) * sy))),
+    )
