@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image
 
 from defect_inference.model_folder import load_model_config, resolve_model_dir
+from defect_inference.preprocessing import to_working_size
 
 # A box is drawn around the heat map's peak region: cells above this fraction of the peak.
 BOX_FRACTION = 0.5
@@ -63,17 +64,12 @@ class DefectClassifier:
     def warm_up(self) -> None:
         self.predict([np.zeros((self.image_size, self.image_size, 3), np.uint8)])
 
-    def _resize(self, rgb: np.ndarray) -> np.ndarray:
-        if rgb.shape[:2] == (self.image_size, self.image_size):
-            return rgb
-        resized = Image.fromarray(rgb).resize((self.image_size, self.image_size), Image.BILINEAR, reducing_gap=3.0)
-        return np.asarray(resized)
-
     def predict(self, images: list[np.ndarray]) -> list[Prediction]:
         """Classify RGB uint8 arrays of any sizes (one batch; callers chunk long lists)."""
         if not images:
             return []
-        batch = np.stack([self._resize(img) for img in images]).astype(np.float32)
+        size, steps = self.image_size, self.config.preprocessing
+        batch = np.stack([to_working_size(image, size, steps) for image in images])
         probs, heat = self._run(batch)
         probs = np.asarray(probs).reshape(-1)
         heat = [None] * len(images) if heat is None else 1.0 / (1.0 + np.exp(-np.asarray(heat)[..., 0]))

@@ -8,6 +8,7 @@ versions must load and answer as they did; a damaged `defect_config.json` must b
 from __future__ import annotations
 
 import ast
+import csv
 import json
 import math
 import os
@@ -84,6 +85,47 @@ def test_the_space_and_the_core_share_one_image_error():
     assert "inference" not in sys.modules  # no second copy of the core under another name
     with pytest.raises(app.ImageError):  # what the app catches is what the core raises
         defect_inference.read_image(b"not an image")
+
+
+def _odd_sized_images(tiny_data) -> list[np.ndarray]:
+    """1024x768 and 300x200 versions of a defective and a defect-free test image, in RGB."""
+    sources = [sorted((tiny_data / "test" / kind).glob("*.png"))[0] for kind in ("defects", "no_defects")]
+    return [np.asarray(Image.open(s).convert("RGB").resize(size, Image.BICUBIC)) for s in sources for size in ((1024, 768), (300, 200))]
+
+
+def test_other_image_sizes_give_the_saved_models_own_answer_on_every_path(trained, tiny_data, served, tmp_path):
+    from gradio_client import Client, handle_file
+
+    out, _ = trained
+    images = _odd_sized_images(tiny_data)
+    model = keras.saving.load_model(out / "model")
+    direct = [float(model.predict(image[None].astype(np.float32), verbose=0)[0, 0]) for image in images]
+    assert max(direct) - min(direct) > 0.05  # the images differ for the model, so equality means something
+    core = DefectClassifier(out / "model").predict(images)
+    np.testing.assert_allclose([r.p_defects for r in core], direct, atol=1e-5)
+    assert [r.heatmap.shape for r in core] == [image.shape[:2] for image in images]
+    for r, image in zip(core, images):
+        if r.box:
+            assert 0 <= r.box[0] < r.box[2] <= image.shape[1] and 0 <= r.box[1] < r.box[3] <= image.shape[0]
+
+    files = []
+    for i, image in enumerate(images):
+        files.append(tmp_path / f"odd_{i}_{image.shape[1]}x{image.shape[0]}.png")
+        Image.fromarray(image).save(files[-1])
+    csv_path = tmp_path / "p.csv"
+    run = subprocess.run(
+        [str(Path(sys.executable).parent / "defect-classifier"), "predict", "--model", str(out / "model"),
+         "--out", str(csv_path), *map(str, files)], capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    np.testing.assert_allclose([float(r["p_defects"]) for r in csv.DictReader(open(csv_path))], direct, atol=1e-5)
+
+    url, _ = served
+    client = Client(url, verbose=False)
+    for path, expected in zip(files, direct):
+        label, _, _ = client.predict(handle_file(str(path)), api_name="/predict")
+        confidences = {c["label"]: c["confidence"] for c in label["confidences"]}
+        assert confidences["defects"] == pytest.approx(expected, abs=1e-5)
 
 
 def test_a_restructured_pipeline_trains_the_same_model(trained, tiny_data):

@@ -30,7 +30,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
-from defect_inference import IMAGE_SUFFIXES, ImageError, read_image
+from defect_inference import IMAGE_SUFFIXES, ImageError, read_image, to_gray, to_working_size
 
 log = logging.getLogger(__name__)
 CLASS_NAMES = ("defects", "no_defects")
@@ -299,7 +299,10 @@ def decode_images(
     """Decode samples into (N, size, size) uint8 grayscale (or (N, size, size, 3) RGB with
     `gray=False`) plus each image's size/source scale.
 
-    Every unreadable image is listed in one error, so a dataset is fixed in one pass.
+    Images are brought to the working size by the inference core's `to_working_size`, the resize
+    the saved model runs inside, so training sees what users' images become; they are kept as
+    whole grey levels (half a level from the model's own input at most) to hold a quarter of the
+    memory. Every unreadable image is listed in one error, so a dataset is fixed in one pass.
     """
 
     def decode(sample: Sample):
@@ -307,11 +310,8 @@ def decode_images(
             rgb = read_image(sample.image)
         except ImageError as err:
             return err
-        image = Image.fromarray(np.round(rgb.astype(np.float32).mean(-1)).astype(np.uint8) if gray else rgb)
-        scale = size / max(image.size)
-        if image.size != (size, size):
-            image = image.resize((size, size), Image.BILINEAR, reducing_gap=3.0)
-        return np.asarray(image), scale
+        image = to_working_size(to_gray(rgb) if gray else rgb, size)
+        return np.clip(np.round(image), 0, 255).astype(np.uint8), size / max(rgb.shape[:2])
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         results = list(tqdm(pool.map(decode, samples), total=len(samples), desc=desc, unit="img", leave=False))
