@@ -195,3 +195,24 @@ def test_huge_image_refused_before_decoding(tmp_path):
     Image.new("1", (20000, 20000)).save(path)
     with pytest.raises(ImageError, match="megapixel limit"):
         read_image(path)
+
+
+def test_the_defect_target_follows_a_non_square_image_into_the_working_square(tmp_path):
+    """A 250x370 photo is stretched unequally to the 512 square; its ellipse target must stretch
+    with it (it used to be scaled by the longer side: ~18 px off at x = 30, ~80 px at the centre)."""
+    from training.compact_training import defect_masks
+    from training.data import Ellipse, Sample, decode_images
+    from training.model import STRIDE
+
+    image = np.full((370, 250), 100, np.uint8)
+    yy, xx = np.mgrid[0:370, 0:250]
+    image[(xx - 30) ** 2 + (yy - 200) ** 2 <= 12**2] = 250
+    Image.fromarray(image).save(tmp_path / "tile.png")
+    sample = Sample(str(tmp_path / "tile.png"), True, ellipse=Ellipse(30, 200, 12, 12, 0.0))
+    images, scales = decode_images([sample], 512)
+    masks, known = defect_masks([sample], scales, 512)
+    cells_y, cells_x = np.nonzero(masks[0])
+    target = (cells_x.mean() + 0.5) * STRIDE, (cells_y.mean() + 0.5) * STRIDE
+    bright_y, bright_x = np.nonzero(images[0] > 175)
+    assert abs(target[0] - bright_x.mean()) < 4 and abs(target[1] - bright_y.mean()) < 4, (target, bright_x.mean(), bright_y.mean())
+    assert abs(target[0] - 30 * 512 / 250) < 4 and known[0] == 1

@@ -29,7 +29,8 @@ log = logging.getLogger(__name__)
 
 
 def defect_masks(samples: list[Sample], scales: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stride-8 target maps from the ellipses, and whether each image has a usable map."""
+    """Stride-8 target maps from the ellipses, and whether each image has a usable map; `scales`
+    are each image's (down, across) working/source scales."""
     grid = size // STRIDE
     masks = np.zeros((len(samples), grid, grid), np.float32)
     known = np.ones(len(samples), np.float32)
@@ -38,7 +39,7 @@ def defect_masks(samples: list[Sample], scales: np.ndarray, size: int) -> tuple[
             if sample.ellipse is None:
                 known[i] = 0.0
             else:
-                masks[i] = sample.ellipse.mask(grid, grid, scale=STRIDE / scale)
+                masks[i] = sample.ellipse.mask(grid, grid, scale=(STRIDE / scale[0], STRIDE / scale[1]))
     return masks, known
 
 
@@ -217,7 +218,7 @@ def train_compact(config: TrainConfig, fit_samples, val_samples, strategy, out: 
     centres = np.zeros((len(fit_samples), 2), np.float32)
     for i, (s, scale) in enumerate(zip(fit_samples, scales)):
         if s.ellipse is not None:
-            centres[i] = (s.ellipse.cy * scale, s.ellipse.cx * scale)
+            centres[i] = (s.ellipse.cy * scale[0], s.ellipse.cx * scale[1])
     v_images, _ = decode_images(val_samples, config.image_size, desc="decoding validation")
     v_labels = np.array([s.defective for s in val_samples], np.int64)
 

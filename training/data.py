@@ -57,10 +57,12 @@ class Ellipse:
         u, v = (x - self.cx) * c + (y - self.cy) * s, -(x - self.cx) * s + (y - self.cy) * c
         return (u / max(self.a, 1e-3)) ** 2 + (v / max(self.b, 1e-3)) ** 2 <= 1.0
 
-    def mask(self, height: int, width: int, scale: float = 1.0) -> np.ndarray:
-        """Boolean mask on a (height, width) grid whose cells are `scale` source pixels wide."""
+    def mask(self, height: int, width: int, scale=1.0) -> np.ndarray:
+        """Boolean mask on a (height, width) grid whose cells are `scale` source pixels wide:
+        one number, or (down, across) for a grid stretched unequally on the two axes."""
+        scale_y, scale_x = (scale, scale) if np.isscalar(scale) else scale
         yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-        return self.contains((xx + 0.5) * scale - 0.5, (yy + 0.5) * scale - 0.5)
+        return self.contains((xx + 0.5) * scale_x - 0.5, (yy + 0.5) * scale_y - 0.5)
 
     @classmethod
     def from_mask(cls, mask: np.ndarray) -> "Ellipse | None":
@@ -297,7 +299,8 @@ def decode_images(
     samples: list[Sample], size: int, desc: str = "decoding", gray: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decode samples into (N, size, size) uint8 grayscale (or (N, size, size, 3) RGB with
-    `gray=False`) plus each image's size/source scale.
+    `gray=False`) plus each image's (down, across) working/source scales: an image of another
+    aspect is stretched unequally on the two axes.
 
     Images are brought to the working size by the inference core's `to_working_size`, the resize
     the saved model runs inside, so training sees what users' images become; they are kept as
@@ -311,7 +314,7 @@ def decode_images(
         except ImageError as err:
             return err
         image = to_working_size(to_gray(rgb) if gray else rgb, size)
-        return np.clip(np.round(image), 0, 255).astype(np.uint8), size / max(rgb.shape[:2])
+        return np.clip(np.round(image), 0, 255).astype(np.uint8), (size / rgb.shape[0], size / rgb.shape[1])
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         results = list(tqdm(pool.map(decode, samples), total=len(samples), desc=desc, unit="img", leave=False))
