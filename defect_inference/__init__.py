@@ -18,10 +18,11 @@ from defect_inference.model_folder import (
     load_model_config,
     resolve_model_dir,
 )
+from defect_inference.operating_point import OperatingCurve, Point, Request
 from defect_inference.preprocessing import to_gray, to_working_size
 
 __all__ = [
     "CONFIG_FILE", "HEATMAP_LAYER", "IMAGE_SUFFIXES", "MAX_PIXELS", "ROW_COLUMNS", "DefectClassifier", "ImageError",
-    "ModelConfig", "ModelFolderError", "Prediction", "Preprocessing", "defect_box", "load_model_config",
+    "ModelConfig", "ModelFolderError", "OperatingCurve", "Point", "Prediction", "Request", "Preprocessing", "defect_box", "load_model_config",
     "predict_rows", "read_image", "resolve_model_dir", "to_gray", "to_working_size",
 ]

@@ -6,9 +6,16 @@ from defect_inference.classifier import DefectClassifier
 from defect_inference.images import ImageError, read_image
 
 ROW_COLUMNS = ("file", "p_defects", "label", "box_x0", "box_y0", "box_x1", "box_y1", "error")
+# A spreadsheet runs a cell that starts with one of these as a formula (OWASP's CSV injection).
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 
-def predict_rows(classifier: DefectClassifier, items, batch_size: int = 16):
+def spreadsheet_safe(text: str) -> str:
+    """Text a spreadsheet shows as it is: a leading apostrophe keeps `=1+2.png` a file name."""
+    return "'" + text if text.startswith(FORMULA_STARTS) else text
+
+
+def predict_rows(classifier: DefectClassifier, items, batch_size: int = 16, threshold: float | None = None):
     """Yield one CSV-ready row per (name, source) item, in order, batch by batch.
 
     An unreadable item yields a row with its reason in `error` and no prediction; the others
@@ -20,10 +27,10 @@ def predict_rows(classifier: DefectClassifier, items, batch_size: int = 16):
         for name, source in items[start : start + batch_size]:
             try:
                 images.append(read_image(source))
-                rows.append({"file": name})
+                rows.append({"file": spreadsheet_safe(name)})
             except ImageError as err:
-                rows.append({"file": name, "error": str(err)})
-        results = iter(classifier.predict(images))
+                rows.append({"file": spreadsheet_safe(name), "error": spreadsheet_safe(str(err))})
+        results = iter(classifier.predict(images, threshold))
         for row in rows:
             if "error" not in row:
                 result = next(results)

@@ -15,7 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from defect_inference.model_folder import load_model_config, resolve_model_dir
+from defect_inference.model_folder import ModelFolderError, load_model_config, resolve_model_dir
+from defect_inference.operating_point import Point, Request
 from defect_inference.preprocessing import to_working_size
 
 # A box is drawn around the heat map's peak region: cells above this fraction of the peak.
@@ -35,39 +36,77 @@ class Prediction:
         return {class_names[0]: self.p_defects, class_names[1]: 1.0 - self.p_defects}
 
 
-class DefectClassifier:
-    """A loaded model plus everything that travels with it (class names, image handling, threshold)."""
+TRUST_VARIABLE = "TRUST_SAVEDMODEL"
 
-    def __init__(self, model_dir: str | os.PathLike):
+
+class DefectClassifier:
+    """A loaded model plus everything that travels with it (class names, image handling, threshold).
+
+    Keras 3 files load with Keras's safe mode, which refuses code inside the model (Lambda layers).
+    A folder with only a TensorFlow SavedModel (a TF-Hub backbone's) runs whatever graph it holds,
+    which no safe mode checks: it loads only with `trust_savedmodel=True` (or TRUST_SAVEDMODEL=1).
+    """
+
+    def __init__(self, model_dir: str | os.PathLike, trust_savedmodel: bool | None = None):
         import keras
         import tensorflow as tf
 
         model_dir = Path(model_dir)
         self.config = load_model_config(model_dir)
+        if trust_savedmodel is None:
+            trust_savedmodel = os.environ.get(TRUST_VARIABLE, "") == "1"
         self.class_names: list[str] = list(self.config.class_names)
         self.image_size: int = self.config.image_size
         self.threshold: float = self.config.threshold
         if (model_dir / "config.json").is_file():
-            self.model = keras.saving.load_model(model_dir, compile=False)
+            self.model = keras.saving.load_model(model_dir, compile=False, safe_mode=True)
             heat = self.model.get_layer(self.config.heatmap_layer).output
             both = keras.Model(self.model.inputs, [self.model.outputs[0], heat])
             self._run = tf.function(lambda x: both(x, training=False), reduce_retracing=True)
         else:
+            if not trust_savedmodel:
+                raise ModelFolderError(
+                    f"{model_dir} holds only a TensorFlow SavedModel (no Keras 3 config.json), as a TF-Hub backbone's "
+                    "model does. Loading it runs the graph it contains, which no safe mode checks: load it only if you "
+                    f"trust where it comes from, with --trust-savedmodel (or {TRUST_VARIABLE}=1)"
+                )
             serving = keras.layers.TFSMLayer(str(model_dir), call_endpoint="serving_default")
             self.model = serving
             self._run = tf.function(lambda x: (next(iter(serving(x).values())), None), reduce_retracing=True)
 
     @classmethod
-    def from_pretrained(cls, model_id: str) -> "DefectClassifier":
-        return cls(resolve_model_dir(model_id))
+    def from_pretrained(cls, model_id: str, trust_savedmodel: bool | None = None) -> "DefectClassifier":
+        return cls(resolve_model_dir(model_id), trust_savedmodel)
+
+    def threshold_for(self, operating_point=None) -> float:
+        """The decision threshold for an operating point (`recall=0.95`, `false-alarms=0.01`,
+        `cost=20`, `threshold=0.3` or a bare number); None or "" is the stored one."""
+        if operating_point is None or (isinstance(operating_point, str) and not operating_point.strip()):
+            return self.threshold
+        request = Request.parse(operating_point)
+        if request.kind == "threshold":
+            return request.value
+        if self.config.operating_curve is None:
+            raise ValueError(
+                f"operating point {request} needs the model's operating curve, which this model folder has not: "
+                "give a threshold, or re-decide it with `defect-classifier rethreshold`"
+            )
+        return self.config.operating_curve.choose(request).threshold
+
+    def expected(self, threshold: float) -> Point | None:
+        """What a threshold is expected to do on data like the curve's, or None without a curve."""
+        curve = self.config.operating_curve
+        return curve.at(threshold) if curve else None
 
     def warm_up(self) -> None:
         self.predict([np.zeros((self.image_size, self.image_size, 3), np.uint8)])
 
-    def predict(self, images: list[np.ndarray]) -> list[Prediction]:
-        """Classify RGB uint8 arrays of any sizes (one batch; callers chunk long lists)."""
+    def predict(self, images: list[np.ndarray], threshold: float | None = None) -> list[Prediction]:
+        """Classify RGB uint8 arrays of any sizes (one batch; callers chunk long lists), at the
+        stored threshold or the one given."""
         if not images:
             return []
+        threshold = self.threshold if threshold is None else float(threshold)
         size, steps = self.image_size, self.config.preprocessing
         batch = np.stack([to_working_size(image, size, steps) for image in images])
         probs, heat = self._run(batch)
@@ -76,7 +115,7 @@ class DefectClassifier:
         results = []
         for image, p, h in zip(images, probs, heat):
             height, width = image.shape[:2]
-            defective = bool(p >= self.threshold)
+            defective = bool(p >= threshold)
             full = None
             if h is not None:
                 full = np.asarray(Image.fromarray(h.astype(np.float32)).resize((width, height), Image.BILINEAR))

@@ -9,7 +9,8 @@ field and the fix named instead of flipping verdicts or failing deep inside Tens
 
 Schema versions: 1 (written before versions existed: no `schema_version`, no `preprocessing`;
 such folders resized inside the model with "area" and stretched to a square, which is what version
-1 is read as), 2 (adds both).
+1 is read as), 2 (adds both), 3 (adds `operating_point`, the request the threshold was chosen by,
+and `operating_curve`: see operating_point.py). Older folders load with no curve.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from defect_inference.operating_point import OperatingCurve, Request
+
 CONFIG_FILE = "defect_config.json"
 KERAS_FILES = ("config.json", "metadata.json", "model.weights.h5")
 HEATMAP_LAYER = "seg_logits"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class ModelFolderError(ValueError):
@@ -58,6 +61,8 @@ class ModelConfig:
     heatmap_layer: str | None = HEATMAP_LAYER
     preprocessing: Preprocessing = field(default_factory=Preprocessing)
     training_config: dict = field(default_factory=dict)
+    operating_point: str | None = None  # the request the threshold was chosen by, e.g. "recall=0.95"
+    operating_curve: OperatingCurve | None = None
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -67,6 +72,7 @@ class ModelConfig:
     def to_json(self) -> str:
         values = asdict(self)
         values["class_names"] = list(self.class_names)
+        values["operating_curve"] = self.operating_curve.to_dict() if self.operating_curve else None
         values = {
             "schema_version": values.pop("schema_version"),
             "output": self.output,
@@ -79,11 +85,6 @@ class ModelConfig:
         path = Path(model_dir) / CONFIG_FILE
         path.write_text(self.to_json())
         return path
-
-    def replace(self, **changes) -> "ModelConfig":
-        from dataclasses import replace
-
-        return replace(self, **changes)
 
 
 def load_model_config(model_dir) -> ModelConfig:
@@ -137,11 +138,25 @@ def parse_model_config(values, where: str = CONFIG_FILE) -> ModelConfig:
     if not isinstance(steps, dict) or set(steps) - {"resize", "aspect"}:
         raise bad("preprocessing", f"must hold only `resize` and `aspect`, got {steps!r}")
     preprocessing = Preprocessing(**steps)
+    request = values.get("operating_point")
+    if request is not None:
+        try:
+            request = str(Request.parse(request))
+        except ValueError as err:
+            raise bad("operating_point", str(err)) from None
+    curve = values.get("operating_curve")
+    if curve is not None:
+        if not isinstance(curve, dict):
+            raise bad("operating_curve", "must be a JSON object")
+        try:
+            curve = OperatingCurve.from_dict(curve)
+        except ValueError as err:
+            raise bad("operating_curve", str(err)) from None
     if preprocessing.resize not in RESIZE_METHODS:
         raise bad("preprocessing.resize", f"must be one of {', '.join(RESIZE_METHODS)}, got {preprocessing.resize!r}")
     if preprocessing.aspect not in ASPECTS:
         raise bad("preprocessing.aspect", f"must be one of {', '.join(ASPECTS)}, got {preprocessing.aspect!r}")
-    return ModelConfig(tuple(names), size, float(threshold), heatmap, preprocessing, training, SCHEMA_VERSION)
+    return ModelConfig(tuple(names), size, float(threshold), heatmap, preprocessing, training, request, curve)
 
 
 HUB_SCHEME = "hf://"

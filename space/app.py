@@ -120,36 +120,63 @@ def overlay(image: np.ndarray, result: Prediction) -> np.ndarray:
     return out
 
 
+# Presets of the decision control: (button, operating point); "stored" is the model's own.
+PRESETS = (("Catch every defect I can", "recall=0.99"), ("As stored", None), ("Few false alarms", "false-alarms=0.01"))
+
+
+def expectation(classifier: DefectClassifier, threshold: float) -> str:
+    """What a threshold is expected to do, from the model's stored operating curve."""
+    point = classifier.expected(threshold)
+    if point is None:
+        return f"Threshold {threshold:.4f}. This model has no stored operating curve, so no expected rates."
+    (r0, r1), (f0, f1) = point.recall_interval, point.false_alarm_interval
+    curve = classifier.config.operating_curve
+    return (
+        f"At threshold **{threshold:.4f}**, expected on data like the {curve.source} ({curve.n_defects} defective, "
+        f"{curve.n_good} defect-free images): defect recall **{point.recall:.3f}** (95 % interval {r0:.3f}-{r1:.3f}), "
+        f"false alarms **{100 * point.false_alarm_rate:.1f} %** ({100 * f0:.1f}-{100 * f1:.1f} %)."
+    )
+
+
 def build_demo(classifier: DefectClassifier, examples: list[str] | None = None) -> gr.Blocks:
     """The app; `examples` defaults to the bundled ones. Example outputs are computed once at
-    start (cached in a folder of this process, so a new model never shows an old model's results)."""
+    start, at the stored threshold (cached in a folder of this process, so a new model never shows
+    an old model's results)."""
     names = classifier.class_names
     if examples is None:
         examples, _ = example_files(None)
 
-    def classify(image_path: str | None):
+    def decision_threshold(threshold, operating_point) -> float:
+        """The API's operating point when given, else the control's threshold, else the stored one."""
+        try:
+            if operating_point:
+                return classifier.threshold_for(operating_point)
+        except ValueError as err:
+            raise gr.Error(str(err)) from None
+        return classifier.threshold if threshold is None else float(threshold)
+
+    def classify(image_path: str | None, threshold: float | None = None, operating_point: str = ""):
         if not image_path:
             raise gr.Error("No image: upload, paste or pick an example first.")
+        threshold = decision_threshold(threshold, operating_point)
         try:
             image = read_image(image_path)
         except ImageError as err:
             raise gr.Error(str(err)) from None
-        result = classifier.predict([image])[0]
-        verdict = (
-            f"**{result.label}**: P({names[0]}) = {result.p_defects:.3f} "
-            f"(threshold {classifier.threshold:.3f})"
-        )
+        result = classifier.predict([image], threshold)[0]
+        verdict = f"**{result.label}**: P({names[0]}) = {result.p_defects:.3f} (threshold {threshold:.4f})"
         if result.box:
             verdict += f"; box x0,y0,x1,y1 = {', '.join(map(str, result.box))}"
         return (result.label, result.probabilities(names)), overlay(image, result), verdict
 
-    def classify_batch(paths: list[str] | None, progress=gr.Progress()):
+    def classify_batch(paths: list[str] | None, threshold: float | None = None, operating_point: str = "", progress=gr.Progress()):
         if not paths:
             raise gr.Error("No files: upload images or a zip of images first.")
+        threshold = decision_threshold(threshold, operating_point)
         items = expand_uploads(paths)
         if not items:
             raise gr.Error("No images found in the upload (PNG, JPEG, BMP, TIFF, GIF, WebP, or a zip of them).")
-        rows = list(progress.tqdm(predict_rows(classifier, items), total=len(items), desc="Classifying"))
+        rows = list(progress.tqdm(predict_rows(classifier, items, threshold=threshold), total=len(items), desc="Classifying"))
         handle, csv_path = tempfile.mkstemp(prefix="defects_", suffix=".csv", dir=PROCESS_FILES.name)
         with os.fdopen(handle, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=ROW_COLUMNS)
@@ -160,10 +187,22 @@ def build_demo(classifier: DefectClassifier, examples: list[str] | None = None) 
     with gr.Blocks(title="Surface defect classifier") as demo:
         gr.Markdown(
             "# Surface defect classifier\n"
-            f"Upload a surface image: the model says `{names[0]}` or `{names[1]}` "
-            f"(threshold {classifier.threshold:.3f}, chosen for high defect recall) and shows where it "
-            "sees a defect."
+            f"Upload a surface image: the model says `{names[0]}` or `{names[1]}` and shows where it sees a "
+            f"defect. Its stored decision threshold is {classifier.threshold:.4f}"
+            + (f" (operating point `{classifier.config.operating_point}`)." if classifier.config.operating_point else ".")
         )
+        with gr.Accordion("Decision: move it along the model's operating curve", open=False):
+            threshold = gr.Slider(0.0, 1.0, value=classifier.threshold, step=0.0001, label="Decision threshold on P(defects)")
+            with gr.Row():
+                presets = [gr.Button(text, size="sm") for text, request in PRESETS
+                           if request is None or classifier.config.operating_curve is not None]
+            expected = gr.Markdown(expectation(classifier, classifier.threshold))
+        # API only: an operating point such as "recall=0.95" (wins over the threshold when given).
+        operating_point = gr.Textbox(value="", visible=False, label="operating point")
+        threshold.change(lambda t: expectation(classifier, t), inputs=threshold, outputs=expected, api_name=False)
+        requests = [request for text, request in PRESETS if request is None or classifier.config.operating_curve is not None]
+        for button, request in zip(presets, requests):
+            button.click(lambda r=request: classifier.threshold_for(r), outputs=threshold, api_name=False)
         with gr.Tab("Classify"):
             with gr.Row():
                 with gr.Column():
@@ -173,16 +212,16 @@ def build_demo(classifier: DefectClassifier, examples: list[str] | None = None) 
                     label = VerdictLabel(num_top_classes=2, label="Verdict and probabilities")
                     heat = gr.Image(type="numpy", label="Where the model sees a defect", interactive=False)
                     verdict = gr.Markdown()
-            button.click(classify, inputs=image, outputs=[label, heat, verdict], api_name="predict")
+            button.click(classify, inputs=[image, threshold, operating_point], outputs=[label, heat, verdict], api_name="predict")
             if examples:
-                gr.Examples(examples=examples, inputs=image, outputs=[label, heat, verdict], fn=classify,
+                gr.Examples(examples=examples, inputs=image, outputs=[label, heat, verdict], fn=lambda path: classify(path),
                             cache_examples=True, cache_mode="eager")
         with gr.Tab("Batch"):
             files = gr.File(file_count="multiple", file_types=["image", ".zip"], label="Images or a zip of images")
             run_batch = gr.Button("Classify all", variant="primary")
             table = gr.Dataframe(headers=list(ROW_COLUMNS), label="Results", interactive=False)
             download = gr.File(label="Results as CSV")
-            run_batch.click(classify_batch, inputs=files, outputs=[table, download], api_name="predict_batch")
+            run_batch.click(classify_batch, inputs=[files, threshold, operating_point], outputs=[table, download], api_name="predict_batch")
     return demo
 
 

@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from defect_inference import DefectClassifier, read_image
+from defect_inference import DefectClassifier, ModelFolderError, read_image
 from training.config import TrainConfig
 from training.pretrained import build_efficientnet, efficientnet_backbone
 
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _config(data, out, **changes) -> TrainConfig:
     values = dict(data=str(data), out=str(out), backbone="efficientnet_b0", weights="none", image_size=SIZE,
-                  epochs=3, patience=3, target_recall=0.5, seed=5)
+                  epochs=3, patience=3, operating_point="recall=0.5", seed=5)
     values.update(changes)
     return TrainConfig(**values)
 
@@ -153,8 +153,14 @@ def test_tfhub_module_trains_and_saves_a_self_contained_savedmodel(tiny_data, tm
     shutil.rmtree(module)
     images = [np.asarray(tf.image.resize(i, (SIZE, SIZE))).astype(np.uint8) for i in _test_images(tiny_data)]
     legacy = tf_keras.models.load_model(str(model_dir)).predict(np.stack(images).astype(np.float32), verbose=0)
-    results = DefectClassifier(model_dir).predict(images)
+    # Its graph runs unchecked, so it loads only when trusted explicitly, by argument or environment.
+    with pytest.raises(ModelFolderError, match="--trust-savedmodel"):
+        DefectClassifier(model_dir)
+    results = DefectClassifier(model_dir, trust_savedmodel=True).predict(images)
     np.testing.assert_allclose([r.p_defects for r in results], legacy.reshape(-1), atol=1e-5)
+    run = subprocess.run([sys.executable, "-c", "import sys; from defect_inference import DefectClassifier; DefectClassifier(sys.argv[1])",
+                          str(model_dir)], capture_output=True, text=True, timeout=300, env={**os.environ, "TRUST_SAVEDMODEL": "1"})
+    assert run.returncode == 0, run.stderr[-2000:]
     assert all(r.heatmap is None and r.box is None for r in results)
 
 
@@ -227,7 +233,7 @@ sys.exit(main(sys.argv[1:]))
 @pytest.mark.parametrize("backbone", ["compact", "efficientnet_b0"])
 def test_mirrored_strategy_trains_on_two_cpu_devices(tiny_data, tmp_path, backbone):
     args = ["train", "--data", str(tiny_data), "--out", str(tmp_path), "--backbone", backbone, "--weights", "none",
-            "--distribute", "mirrored", "--epochs", "1", "--target-recall", "0.5"]
+            "--distribute", "mirrored", "--epochs", "1", "--operating-point", "recall=0.5"]
     if backbone == "compact":
         args += ["--image-size", "128", "--crop-size", "64", "--mine-every", "1", "--steps-per-epoch", "7"]
     else:

@@ -55,3 +55,25 @@ def test_click_an_example_and_see_verdict_and_overlay(served, browser, tmp_path)
         SCREENSHOT.parent.mkdir(exist_ok=True)
         shutil.copy(shot, SCREENSHOT)
     page.close()
+
+
+def test_the_decision_control_moves_the_verdict(served, browser):
+    from tests.test_operating_point import _flipping_example
+
+    url, classifier = served
+    path, _ = _flipping_example(classifier)
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.goto(url)
+    page.get_by_text("Decision: move it along the model's operating curve").first.click()
+    page.locator("input[type=file]").first.set_input_files(str(path))
+    verdicts = {}
+    for preset, expected_rate in (("Catch every defect I can", "recall=0.99"), ("Few false alarms", "false-alarms=0.01")):
+        page.get_by_role("button", name=preset, exact=True).click()
+        shown = f"{classifier.threshold_for(expected_rate):.4f}"
+        page.get_by_text(f"At threshold {shown}").first.wait_for(timeout=30_000)  # the expected rates follow the control
+        page.get_by_role("button", name="Classify", exact=True).click()
+        verdict = page.locator(f"text=/\\(threshold {shown}\\)/")
+        verdict.first.wait_for(timeout=60_000)
+        verdicts[preset] = verdict.first.inner_text().split(":")[0].strip("* ")
+    assert verdicts == {"Catch every defect I can": "defects", "Few false alarms": "no_defects"}
+    page.close()

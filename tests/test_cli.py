@@ -16,7 +16,7 @@ from training.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMAND = str(Path(sys.executable).parent / "defect-classifier")
-SUBCOMMANDS = ("generate", "train", "evaluate", "predict", "export", "push", "push-space")
+SUBCOMMANDS = ("generate", "train", "evaluate", "predict", "rethreshold", "export", "push", "push-space")
 
 
 def _run(*args, **kwargs):

@@ -11,11 +11,10 @@ import keras
 import numpy as np
 import pytest
 
-from defect_inference import DefectClassifier, read_image
+from defect_inference import DefectClassifier, load_model_config, read_image
 from tests.conftest import SHORT_RUN
-from training.config import TrainConfig
+from training.config import DEFAULT_OPERATING_POINT, TrainConfig
 from training.data import DataError, load_splits
-from training.evaluate import choose_threshold
 
 
 def test_short_run_beats_the_majority_guess(trained):
@@ -39,12 +38,17 @@ def test_artifacts_hold_everything_a_consumer_needs(trained):
     assert info["image_size"] == 512 and info["threshold"] == metrics["threshold"]
     assert TrainConfig.from_dict(info["training_config"]).seed == 3
     assert json.loads((out / "metrics.json").read_text())["accuracy"] == metrics["accuracy"]
-    # The threshold reaches the target (0.5) on the validation split, and the card says at what cost.
+    # The threshold is the operating point's on the validation curve, and the card says what to expect.
     val = metrics["validation"]
-    assert val["recall"] >= 0.5 and 0.0 <= val["false_alarm_rate"] <= 1.0 and 0 < val["n_defects"] < val["n"]
-    card = (model_dir / "README.md").read_text()
-    assert f"on its\n  {val['n']} validation images, {val['n_defects']} of them defective" in card
-    assert "in 3 more orientations\n  (turned by 90, 180 and 270 degrees)" in card  # the default 4 views
+    curve = load_model_config(model_dir).operating_curve
+    assert val["operating_point"] == info["operating_point"] == DEFAULT_OPERATING_POINT
+    assert val["threshold"] == metrics["threshold"] == curve.choose(DEFAULT_OPERATING_POINT).threshold
+    low, high = val["expected_recall_interval"]
+    assert low <= val["expected_recall"] <= high and 0 < val["n_defects"] < val["n"] and val["n_defects"] + val["n_good"] == val["n"]
+    card = " ".join((model_dir / "README.md").read_text().split())
+    assert f"({val['n_defects']} defective and {val['n_good']} defect-free images)" in card
+    assert f"defect recall **{round(val['expected_recall'], 3)}**" in card and "operating_curve.png" in card
+    assert "in 3 more orientations (turned by 90, 180 and 270 degrees)" in card  # the default 4 views
 
 
 def test_reloaded_model_gives_the_same_probabilities(trained, tiny_data):
@@ -91,8 +95,8 @@ def test_predict_cli_reports_bad_files_and_predicts_the_rest(trained, tiny_data,
 @pytest.mark.parametrize(
     "change, message",
     [
-        ({"target_recall": 1.5}, "target-recall"),
-        ({"target_recall": 0.0}, "target-recall"),
+        ({"operating_point": "recall=1.5"}, "operating-point"),
+        ({"operating_point": "precision=0.9"}, "operating-point"),
         ({"backbone": "resnet9000"}, "unknown backbone"),
         ({"image_size": 30}, "image-size"),
         ({"crop_size": 1024}, "crop-size"),
@@ -124,15 +128,6 @@ def test_cli_exits_nonzero_with_a_clear_message(tmp_path):
         capture_output=True, text=True,
     )
     assert run.returncode == 2 and "does not exist" in run.stderr
-
-
-def test_threshold_reaches_target_recall_with_fewest_false_alarms():
-    labels = np.array([1, 1, 1, 1, 0, 0, 0, 0])
-    p = np.array([0.9, 0.8, 0.7, 0.3, 0.6, 0.2, 0.1, 0.05])
-    t = choose_threshold(labels, p, target_recall=0.75)
-    assert 0.6 < t <= 0.7  # catches 3 of 4 defects with no false alarm
-    t = choose_threshold(labels, p, target_recall=1.0)
-    assert 0.2 < t <= 0.3  # must catch the 0.3 defect: one false alarm (0.6) is unavoidable
 
 
 def test_metrics_per_texture_and_per_kind_of_defect():
@@ -185,7 +180,7 @@ def test_the_box_lands_on_the_labelled_defect(tmp_path):
 
     data = tmp_path / "data"
     generate(GenerateConfig(data, seed=2, per_texture_good=40, per_texture_defective=40, textures=("grain", "weave")))
-    metrics = train(TrainConfig(data=str(data), out=str(tmp_path / "run"), **SHORT_RUN, target_recall=0.9, seed=3))
+    metrics = train(TrainConfig(data=str(data), out=str(tmp_path / "run"), **SHORT_RUN, operating_point="recall=0.9", seed=3))
     assert metrics["box_hit_n"] >= 15, metrics  # enough detected defects for the rate to mean something
     assert metrics["box_hit_rate"] >= 0.9, metrics
 
@@ -196,7 +191,7 @@ def test_the_same_seed_gives_the_same_model_and_metrics(tiny_data, tmp_path):
     runs = []
     for name in ("a", "b"):
         config = TrainConfig(data=str(tiny_data), out=str(tmp_path / name), image_size=128, crop_size=64, epochs=3,
-                             steps_per_epoch=7, mine_every=1, target_recall=0.5, seed=7)
+                             steps_per_epoch=7, mine_every=1, operating_point="recall=0.5", seed=7)
         metrics = train(config)
         weights = keras.saving.load_model(tmp_path / name / "model").get_weights()
         runs.append(({k: v for k, v in metrics.items() if k != "train_seconds"}, weights))

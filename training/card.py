@@ -12,6 +12,7 @@ from pathlib import Path
 from defect_inference import load_model_config
 from training.backbones import backbone_for
 from training.config import TrainConfig
+from training.operating_curve import support_warning
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
 METRIC_NAMES = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "false_alarm_rate")
@@ -54,8 +55,10 @@ def render_model_card(model_dir, repo_id: str = "USER/NAME", dataset_repo: str |
         repo_id=repo_id,
         class_names=list(info.class_names),
         threshold=info.threshold,
-        target_recall=config["target_recall"],
-        validation=metrics.get("validation"),
+        operating_point=info.operating_point,
+        curve=info.operating_curve,
+        point=info.operating_curve.at(info.threshold) if info.operating_curve else None,
+        warning=support_warning(info.operating_curve, info.operating_point) if info.operating_curve and info.operating_point else None,
         image_size=info.image_size,
         heatmap_layer=info.heatmap_layer,
         views=views,
@@ -67,6 +70,7 @@ def render_model_card(model_dir, repo_id: str = "USER/NAME", dataset_repo: str |
         ),
         training_config=json.dumps(config, indent=2),
         n_test=metrics["n_test"],
+        metrics_threshold=metrics["threshold"],
         metrics_table="\n".join(rows),
         worst_misclassified=(model_dir / "worst_misclassified.png").is_file(),
     )

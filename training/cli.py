@@ -1,4 +1,4 @@
-"""The `defect-classifier` command: generate | train | evaluate | predict | export | push | push-space.
+"""The `defect-classifier` command: generate | train | evaluate | predict | rethreshold | export | push | push-space.
 
 `defect-classifier COMMAND --help` explains each; `python -m training` is the same command. Status
 goes through `logging` (`--verbose` for more, `--quiet` for warnings only, which also hides the
@@ -19,6 +19,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from defect_inference.operating_point import REQUEST_HELP, Request  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 
 PROG = "defect-classifier"
@@ -111,12 +112,22 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--model", required=True, help="Model folder, or a Hub repo id (user/name).")
     ev.add_argument("--data", required=True, help="Dataset folder or Hub dataset id.")
     ev.add_argument("--out", help="Folder for metrics.json and the ROC / confusion-matrix plots.")
+    ev.add_argument("--trust-savedmodel", action="store_true", help="Allow a model folder that holds only a TensorFlow SavedModel (a TF-Hub backbone's): loading it runs its graph unchecked.")
+    ev.add_argument("--operating-point", metavar="REQUEST", help=f"Measure at this operating point on the model's stored curve ({REQUEST_HELP}) instead of the stored threshold.")
 
     pr = command("predict", "Classify images, folders (searched recursively) into a CSV: file, P(defects), label, box.")
     pr.add_argument("--model", required=True, help="Model folder, or a Hub repo id (user/name).")
     pr.add_argument("--out", required=True, help="CSV file to write.")
     pr.add_argument("--batch-size", type=positive_int, default=16, help="Images per model call (default: 16).")
+    pr.add_argument("--trust-savedmodel", action="store_true", help="Allow a model folder that holds only a TensorFlow SavedModel (a TF-Hub backbone's): loading it runs its graph unchecked.")
+    pr.add_argument("--operating-point", metavar="REQUEST", help=f"Decide at this operating point ({REQUEST_HELP}) instead of the stored threshold.")
     pr.add_argument("inputs", nargs="+", help="Image files or folders.")
+
+    rt = command("rethreshold", "Re-decide a model's threshold on labelled images of your own line, without retraining.")
+    rt.add_argument("--model", required=True, help="The model folder to update (its weights are not touched).")
+    rt.add_argument("--data", required=True, help="Labelled images in any layout `train` reads; every split is used.")
+    rt.add_argument("--trust-savedmodel", action="store_true", help="Allow a model folder that holds only a TensorFlow SavedModel (a TF-Hub backbone's): loading it runs its graph unchecked.")
+    rt.add_argument("--operating-point", metavar="REQUEST", help=f"The operating point to choose ({REQUEST_HELP}; default: the model's own).")
 
     ex = command("export", "Re-write an existing model folder with this version's extras (tf-keras twin, handler, core, card).")
     ex.add_argument("--model", required=True, help="The OUT/model folder.")
@@ -226,7 +237,10 @@ def _evaluate(args) -> int:
     splits = load_splits(args.data)
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
-    metrics = evaluate_model(model_dir, splits.get("test") or splits["train"], plots_dir=args.out)
+    metrics = evaluate_model(
+        model_dir, splits.get("test") or splits["train"], plots_dir=args.out, operating_point=args.operating_point,
+        trust_savedmodel=args.trust_savedmodel or None,
+    )
     if args.out:
         (Path(args.out) / "metrics.json").write_text(json.dumps(metrics, indent=2))
     print(json.dumps(metrics, indent=2))
@@ -238,12 +252,22 @@ def _predict(args) -> int:
 
     if Path(args.out).is_dir():
         raise ValueError(f"--out {args.out} is a folder: pass the CSV file to write, e.g. {Path(args.out) / 'predictions.csv'}")
-    counts = predict_to_csv(args.model, args.inputs, args.out, args.batch_size)
+    counts = predict_to_csv(args.model, args.inputs, args.out, args.batch_size, args.operating_point, args.trust_savedmodel or None)
     print(f"wrote {args.out}: {counts['images']} images, {counts['errors']} unreadable")
     return 1 if counts["errors"] == counts["images"] and counts["images"] else 0
 
 
+def _rethreshold(args) -> int:
+    from training.rethreshold import rethreshold
+
+    if args.operating_point:
+        Request.parse(args.operating_point)  # a bad request is refused before any image is read
+    report = rethreshold(args.model, args.data, args.operating_point, args.trust_savedmodel or None)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
 COMMANDS = {
-    "generate": _generate, "train": _train, "evaluate": _evaluate, "predict": _predict, "export": _export,
-    "push": _push_command, "push-space": _push_space,
+    "generate": _generate, "train": _train, "evaluate": _evaluate, "predict": _predict, "rethreshold": _rethreshold,
+    "export": _export, "push": _push_command, "push-space": _push_space,
 }

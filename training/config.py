@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from defect_inference.operating_point import Request
+
 HUB_PREFIX = "tfhub:"
 PRETRAINED = ("efficientnet_b0",)
 BACKBONE_CHOICES = ("compact", *PRETRAINED)
@@ -23,6 +25,7 @@ TEST_TIME_VIEWS = (1, 2, 4, 8)
 COMPACT_LAYERS = 7
 # Settings added later, at the value that configs saved before them ran with.
 SAVED_BEFORE = {"test_time_views": 1}
+DEFAULT_OPERATING_POINT = "cost=2"
 
 
 def option(default, help: str, choices=None, **kwargs):
@@ -80,7 +83,12 @@ class TrainConfig:
     distribute: str = option("none", "'mirrored': all local devices; 'multiworker': the cluster in TF_CONFIG.", DISTRIBUTE)
     precision: str = option("auto", "compact only: compute precision; 'auto' is mixed precision where the hardware has it natively.", PRECISIONS)
     # decision
-    target_recall: float = option(0.99, "Defect recall the decision threshold must reach on the validation split, with the fewest false alarms.")
+    operating_point: str = option(
+        DEFAULT_OPERATING_POINT,
+        "Where the decision threshold sits, chosen on the validation split's smoothed scores: 'recall=R' (catch at "
+        "least R of the defects), 'false-alarms=F' (flag at most F of the defect-free parts), 'cost=C' (one missed "
+        "defect costs as much as C false alarms) or 'threshold=T'.",
+    )
     class_names: tuple[str, str] = option(("defects", "no_defects"), "The two class names, the defect class first; fixed.", init=False)
 
     def to_dict(self) -> dict:
@@ -90,6 +98,8 @@ class TrainConfig:
     def from_dict(cls, values: dict) -> "TrainConfig":
         known = {f.name for f in dataclasses.fields(cls) if f.init}
         values = {k: v for k, v in values.items() if k != "class_names"}
+        if "target_recall" in values:  # how configs saved before operating points said it
+            values["operating_point"] = f"recall={values.pop('target_recall')}"
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown training setting(s): {', '.join(unknown)}")
@@ -130,8 +140,10 @@ class TrainConfig:
             yield f"--fine-tune needs --backbone efficientnet_b0 (got {self.backbone})"
         if self.backbone == "efficientnet_b0" and self.weights not in ("imagenet", "none") and not Path(self.weights).is_file():
             yield f"--weights {self.weights!r} is neither 'imagenet', 'none' nor an existing weights file"
-        if not 0.0 < self.target_recall <= 1.0:
-            yield f"--target-recall must be in (0, 1], got {self.target_recall}"
+        try:
+            Request.parse(self.operating_point)
+        except ValueError as err:
+            yield f"--operating-point: {err}"
         if self.image_size < 64 or self.image_size % 8:
             # EfficientNet-B0 downsamples 32x; below 64 px its last map is 1x1 and the heat map is empty.
             yield f"--image-size must be a multiple of 8 and at least 64, got {self.image_size}"

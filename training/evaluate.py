@@ -1,6 +1,7 @@
 """Measure a saved model on labelled images, through the same inference path users get.
 
-Metrics come from scikit-learn; the decision threshold is the one stored with the model.
+Metrics come from scikit-learn; the decision threshold is the one stored with the model, or the one
+an operating point asks for on its stored curve.
 """
 
 from __future__ import annotations
@@ -13,28 +14,6 @@ from tqdm import tqdm
 
 from defect_inference import DefectClassifier, Prediction, read_image
 from training.data import CLASS_NAMES, Sample
-
-
-def defects_to_catch(target_recall: float, n_defects: int) -> int:
-    """How many of `n_defects` labelled defects a threshold must catch to reach `target_recall`."""
-    return int(np.ceil(target_recall * n_defects))
-
-
-def choose_threshold(labels: np.ndarray, p_defects: np.ndarray, target_recall: float) -> float:
-    """The threshold that reaches `target_recall` on these labels with the fewest false alarms.
-
-    It sits halfway between the lowest defect score that must be caught and the highest
-    defect-free score below it, so unseen images get the widest margin on both sides.
-    """
-    labels = np.asarray(labels).astype(bool)
-    p_defects = np.asarray(p_defects, dtype=np.float64)
-    positives = np.sort(p_defects[labels])[::-1]
-    if len(positives) == 0:
-        return 0.5
-    must_catch = positives[max(0, defects_to_catch(target_recall, len(positives)) - 1)]
-    below = p_defects[~labels & (p_defects < must_catch)]
-    lower = below.max() if len(below) else 0.0
-    return float((must_catch + lower) / 2)
 
 
 def compute_metrics(labels, p_defects, threshold: float, textures=None, defects=None) -> dict:
@@ -72,10 +51,23 @@ def compute_metrics(labels, p_defects, threshold: float, textures=None, defects=
     return result
 
 
-def predict_samples(classifier: DefectClassifier, samples: list[Sample], batch_size: int = 16) -> list[Prediction]:
+def best_accuracy(labels, p_defects) -> float:
+    """The highest accuracy any threshold reaches on these labels: the stored threshold's regret
+    is this minus its own accuracy."""
+    y = np.asarray(labels).astype(bool)
+    order = np.argsort(-np.asarray(p_defects, dtype=np.float64), kind="stable")
+    p = np.asarray(p_defects, dtype=np.float64)[order]
+    caught = np.concatenate([[0], np.cumsum(y[order])])  # defects at or above each cut
+    alarms = np.concatenate([[0], np.cumsum(~y[order])])
+    distinct = np.concatenate([[True], p[1:] != p[:-1], [True]])  # cut only between different scores
+    correct = caught + ((~y).sum() - alarms)
+    return float(correct[distinct].max() / len(y))
+
+
+def predict_samples(classifier: DefectClassifier, samples: list[Sample], batch_size: int = 16, threshold=None) -> list[Prediction]:
     results = []
     for start in tqdm(range(0, len(samples), batch_size), desc="evaluating", unit="batch", leave=False):
-        results += classifier.predict([read_image(s.image) for s in samples[start : start + batch_size]])
+        results += classifier.predict([read_image(s.image) for s in samples[start : start + batch_size]], threshold)
     return results
 
 
@@ -89,22 +81,27 @@ def box_hit_rate(samples: list[Sample], results: list[Prediction]) -> tuple[floa
     return (float(np.mean(hits)) if hits else None), len(hits)
 
 
-def evaluate_model(model_dir, samples: list[Sample], plots_dir=None, history: dict | None = None) -> dict:
-    """Metrics of the saved model on `samples`; with `plots_dir`, also the evaluation plots there."""
+def evaluate_model(
+    model_dir, samples: list[Sample], plots_dir=None, history: dict | None = None, operating_point=None, trust_savedmodel=None
+) -> dict:
+    """Metrics of the saved model on `samples`, at its stored threshold or at `operating_point`;
+    with `plots_dir`, also the evaluation plots there."""
     from training.plots import PLOT_FILES, write_plots, write_worst_misclassified
 
-    classifier = DefectClassifier(model_dir)
-    results = predict_samples(classifier, samples)
+    classifier = DefectClassifier(model_dir, trust_savedmodel)
+    threshold = classifier.threshold_for(operating_point)
+    results = predict_samples(classifier, samples, threshold=threshold)
     labels = np.array([s.defective for s in samples])
     p = [r.p_defects for r in results]
-    metrics = compute_metrics(labels, p, classifier.threshold, [s.texture for s in samples], [s.defect for s in samples])
+    metrics = compute_metrics(labels, p, threshold, [s.texture for s in samples], [s.defect for s in samples])
+    metrics["best_accuracy"] = best_accuracy(labels, p)
     metrics["box_hit_rate"], metrics["box_hit_n"] = box_hit_rate(samples, results)
     if plots_dir is not None:
-        write_plots(plots_dir, labels, p, classifier.threshold, history)
-        wrong = [i for i, (y, q) in enumerate(zip(labels, p)) if y != (q >= classifier.threshold)]
+        write_plots(plots_dir, labels, p, threshold, history)
+        wrong = [i for i, (y, q) in enumerate(zip(labels, p)) if y != (q >= threshold)]
         images = {i: read_image(samples[i].image) for i in wrong}
         write_worst_misclassified(
             Path(plots_dir) / PLOT_FILES[3], [images.get(i) for i in range(len(samples))],
-            [Path(s.name).name for s in samples], labels, p, classifier.threshold, [r.heatmap for r in results],
+            [Path(s.name).name for s in samples], labels, p, threshold, [r.heatmap for r in results],
         )
     return metrics

@@ -32,7 +32,11 @@ def copy_core(folder) -> Path:
     return target
 
 
-def export_model(classifier, config: TrainConfig, threshold: float, model_dir, history=None) -> Path:
+def export_model(
+    classifier, config: TrainConfig, threshold: float, model_dir, history=None, curve=None, operating_point: str | None = None
+) -> Path:
+    """Write the model folder; `threshold` was chosen by `operating_point` on `curve`, which travels
+    with the model (both None for a folder from before operating points)."""
     model_dir = Path(model_dir)
     if model_dir.exists():
         if any(model_dir.iterdir()) and not (model_dir / CONFIG_FILE).is_file():
@@ -51,7 +55,13 @@ def export_model(classifier, config: TrainConfig, threshold: float, model_dir, h
         threshold=float(threshold),
         heatmap_layer=HEATMAP_LAYER if backbone.legacy_twin is not None else None,
         training_config=config.to_dict(),
+        operating_point=operating_point,
+        operating_curve=curve,
     ).save(model_dir)
+    if curve is not None:
+        from training.plots import write_operating_curve
+
+        write_operating_curve(model_dir, curve, curve.at(threshold))
     for source in MODEL_REPO_FILES:
         shutil.copy(source, model_dir / source.name)
     copy_core(model_dir)
@@ -78,7 +88,7 @@ def reexport(model_dir) -> Path:
         kept = [p for p in model_dir.iterdir() if p.name == "metrics.json" or p.suffix == ".png"]
         for path in kept:
             shutil.copy(path, keep)
-        export_model(classifier, config, info.threshold, model_dir)
+        export_model(classifier, config, info.threshold, model_dir, curve=info.operating_curve, operating_point=info.operating_point)
         for path in Path(keep).iterdir():
             shutil.copy(path, model_dir / path.name)
     if (model_dir / "metrics.json").is_file():

@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 from sklearn.metrics import ConfusionMatrixDisplay, RocCurveDisplay  # noqa: E402
 
 PLOT_FILES = ("training_curves.png", "roc_curve.png", "confusion_matrix.png", "worst_misclassified.png")
+CURVE_FILE = "operating_curve.png"
 
 
 def write_plots(folder, labels, p_defects, threshold: float, history: dict | None = None) -> list[Path]:
@@ -79,6 +80,23 @@ def write_worst_misclassified(path, images, names, labels, p_defects, threshold:
         ax.set_title(f"{kind}\nP(defects)={p[i]:.2f}\n{names[i]}", fontsize=7)
         ax.axis("off")
     return _save(fig, Path(path))
+
+
+def write_operating_curve(folder, curve, point) -> Path:
+    """Expected recall and false-alarm rate against the threshold, with 95 % bands, and the stored point."""
+    t = np.asarray(curve.thresholds)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, low, high, colour in (("recall", "recall_low", "recall_high", "tab:blue"),
+                                    ("false_alarms", "false_alarms_low", "false_alarms_high", "tab:red")):
+        ax.plot(t, getattr(curve, name), color=colour, label=f"expected {name.replace('_', ' ')}")
+        ax.fill_between(t, getattr(curve, low), getattr(curve, high), color=colour, alpha=0.2)
+    ax.axvline(point.threshold, color="k", ls="--", label=f"stored threshold {point.threshold:.3f}")
+    ax.set_xscale("logit")
+    ax.set_xlabel("threshold on P(defects)")
+    ax.set_ylabel("share of images")
+    ax.set_title(f"Operating curve ({curve.n_defects} defective, {curve.n_good} defect-free {curve.source} images)", fontsize=9)
+    ax.legend(loc="center left", fontsize=8)
+    return _save(fig, Path(folder) / CURVE_FILE)
 
 
 def _save(fig, path: Path) -> Path:

@@ -6,12 +6,14 @@ An unreadable file gets its reason in the `error` column (and on stderr); the re
 from __future__ import annotations
 
 import csv
-import sys
+import logging
 from pathlib import Path
 
 from tqdm import tqdm
 
 from defect_inference import IMAGE_SUFFIXES, ROW_COLUMNS, DefectClassifier, predict_rows
+
+log = logging.getLogger(__name__)
 
 
 def find_images(inputs: list[str]) -> list[Path]:
@@ -27,17 +29,20 @@ def find_images(inputs: list[str]) -> list[Path]:
     return files
 
 
-def predict_to_csv(model: str, inputs: list[str], out: str, batch_size: int = 16) -> dict[str, int]:
-    classifier = DefectClassifier.from_pretrained(model)
+def predict_to_csv(
+    model: str, inputs: list[str], out: str, batch_size: int = 16, operating_point=None, trust_savedmodel=None
+) -> dict[str, int]:
+    classifier = DefectClassifier.from_pretrained(model, trust_savedmodel)
+    threshold = classifier.threshold_for(operating_point)
     files = find_images(inputs)
     counts = {"images": len(files), "errors": 0}
     with open(out, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=ROW_COLUMNS)
         writer.writeheader()
-        rows = predict_rows(classifier, ((str(p), p) for p in files), batch_size)
+        rows = predict_rows(classifier, ((str(p), p) for p in files), batch_size, threshold)
         for row in tqdm(rows, total=len(files), desc="predicting", unit="img"):
             if row["error"]:
                 counts["errors"] += 1
-                print(f"error: {row['error']}", file=sys.stderr)
+                log.error("%s", row["error"])
             writer.writerow(row)
     return counts

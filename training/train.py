@@ -1,7 +1,7 @@
 """Train a defect classifier: data -> splits -> backbone -> threshold -> export -> test -> card.
 
 This is the orchestrator; how each backbone trains lives behind the registry (backbones.py). The
-threshold is chosen on the validation split, the saved model folder is then measured through the
+threshold is chosen on the validation split's operating curve (operating_curve.py), the saved model folder is then measured through the
 same inference path users get (`defect_inference.DefectClassifier`), and the card is rendered
 from what was measured.
 """
@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 from sklearn.model_selection import train_test_split
 
@@ -23,8 +22,9 @@ from training.card import render_model_card
 from training.config import TrainConfig
 from training.data import DataError, Sample, load_splits
 from training.devices import make_strategy
-from training.evaluate import choose_threshold, compute_metrics, defects_to_catch, evaluate_model
+from training.evaluate import evaluate_model
 from training.export import export_model
+from training.operating_curve import decide
 
 log = logging.getLogger(__name__)
 
@@ -46,31 +46,8 @@ def require_enough(samples: list[Sample], where: str, minimum: int = 10) -> None
             raise DataError(f"{where} has {n} {name} image(s); at least {minimum} of each class are needed")
 
 
-def threshold_report(labels, p_defects, threshold: float, target_recall: float) -> dict:
-    """What the threshold does on the validation split, logged so the trade-off is seen before
-    the model is used: a high target on few defects rests on the single weakest one."""
-    m = compute_metrics(labels, p_defects, threshold)
-    n_defects = int(np.sum(labels))
-    report = {"n": m["n_test"], "n_defects": n_defects, "recall": m["recall"], "false_alarm_rate": m["false_alarm_rate"]}
-    log.info(
-        "threshold %.4f for target recall %s: on the %d validation images recall %.3f with %.1f %% false alarms",
-        threshold, target_recall, report["n"], report["recall"], 100 * report["false_alarm_rate"],
-    )
-    if n_defects and defects_to_catch(target_recall, n_defects) >= n_defects and target_recall < 1.0:
-        log.warning(
-            "the validation split has %d defects, so recall %s means catching all of them and the threshold "
-            "rests on the weakest one; expect a lower recall on new images, or use more validation data "
-            "(--val-fraction)", n_defects, target_recall,
-        )
-    return report
-
-
-def train(config: TrainConfig) -> dict:
-    """Run the whole pipeline and return the test metrics; writes OUT/model and OUT/metrics.json."""
-    config.validate()
-    backbone = backbone_for(config.backbone)
-    started = time.time()
-    out = Path(config.out)
+def held_out_splits(config: TrainConfig) -> tuple[list[Sample], list[Sample], list[Sample]]:
+    """(training, validation, test) samples of `config.data`: the same for the same data and seed."""
     splits = load_splits(config.data)
     train_samples = splits["train"]
     require_enough(train_samples, "the train split")
@@ -80,6 +57,16 @@ def train(config: TrainConfig) -> dict:
     fit_samples, val_samples = split_holdout(train_samples, config.val_fraction, config.seed)
     require_enough(fit_samples, "the training split")
     log.info("data: %d train, %d validation, %d test images", len(fit_samples), len(val_samples), len(test_samples))
+    return fit_samples, val_samples, test_samples
+
+
+def train(config: TrainConfig) -> dict:
+    """Run the whole pipeline and return the test metrics; writes OUT/model and OUT/metrics.json."""
+    config.validate()
+    backbone = backbone_for(config.backbone)
+    started = time.time()
+    out = Path(config.out)
+    fit_samples, val_samples, test_samples = held_out_splits(config)
 
     tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
@@ -88,11 +75,12 @@ def train(config: TrainConfig) -> dict:
     classifier, history, val_p = backbone.train(config, fit_samples, val_samples, strategy, out)
     train_seconds = time.time() - started
 
-    val_labels = [s.defective for s in val_samples]
-    threshold = choose_threshold(val_labels, val_p, config.target_recall)
-    validation = threshold_report(val_labels, val_p, threshold, config.target_recall)
-    model_dir = export_model(classifier, config, threshold, out / "model", history=history)
-    metrics = evaluate_model(model_dir, test_samples, plots_dir=model_dir, history=history)
+    curve, point, validation = decide(config.operating_point, [s.defective for s in val_samples], val_p)
+    model_dir = export_model(
+        classifier, config, point.threshold, out / "model", history=history, curve=curve, operating_point=config.operating_point
+    )
+    # The folder was written just now by this process: a SavedModel-only one is trusted here.
+    metrics = evaluate_model(model_dir, test_samples, plots_dir=model_dir, history=history, trust_savedmodel=True)
     metrics.update(train_seconds=round(train_seconds, 1), epochs_run=len(history["loss"]), validation=validation)
     for path in (out / "metrics.json", model_dir / "metrics.json"):
         path.write_text(json.dumps(metrics, indent=2))
