@@ -193,15 +193,15 @@ def build_demo(classifier: DefectClassifier, examples: list[str] | None = None) 
         )
         with gr.Accordion("Decision: move it along the model's operating curve", open=False):
             threshold = gr.Slider(0.0, 1.0, value=classifier.threshold, step=0.0001, label="Decision threshold on P(defects)")
+            # Without a stored curve, only the stored threshold can be named.
+            offered = [(text, request) for text, request in PRESETS if request is None or classifier.config.operating_curve]
             with gr.Row():
-                presets = [gr.Button(text, size="sm") for text, request in PRESETS
-                           if request is None or classifier.config.operating_curve is not None]
+                presets = [gr.Button(text, size="sm") for text, _ in offered]
             expected = gr.Markdown(expectation(classifier, classifier.threshold))
         # API only: an operating point such as "recall=0.95" (wins over the threshold when given).
         operating_point = gr.Textbox(value="", visible=False, label="operating point")
         threshold.change(lambda t: expectation(classifier, t), inputs=threshold, outputs=expected, api_name=False)
-        requests = [request for text, request in PRESETS if request is None or classifier.config.operating_curve is not None]
-        for button, request in zip(presets, requests):
+        for button, (_, request) in zip(presets, offered):
             button.click(lambda r=request: classifier.threshold_for(r), outputs=threshold, api_name=False)
         with gr.Tab("Classify"):
             with gr.Row():

@@ -15,6 +15,7 @@ import numpy as np
 from scipy import special, stats
 
 from defect_inference.operating_point import OperatingCurve, Point, Request
+from training.evaluate import compute_metrics
 
 log = logging.getLogger(__name__)
 
@@ -79,8 +80,6 @@ def support_warning(curve: OperatingCurve, request) -> str | None:
 def decide(request, labels, p_defects, source: str = "validation split") -> tuple[OperatingCurve, Point, dict]:
     """Fit the curve on held-out scores, choose the threshold the request asks for, and log what it
     is expected to do, with a warning when the data cannot support the request."""
-    from training.evaluate import compute_metrics
-
     request = str(Request.parse(request))
     curve = fit_curve(labels, p_defects, source)
     point = curve.choose(request)

@@ -11,9 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from defect_inference import CONFIG_FILE
+from defect_inference.model_folder import KERAS_FILES
 
 REQUIRED_MODEL_FILES = (
-    "config.json", "metadata.json", "model.weights.h5", CONFIG_FILE, "metrics.json", "handler.py",
+    *KERAS_FILES, CONFIG_FILE, "metrics.json", "handler.py",
     "defect_inference/__init__.py", "saved_model.pb", "keras_metadata.pb", "roc_curve.png", "confusion_matrix.png",
 )
 
