@@ -35,11 +35,11 @@ def main() -> None:
     from training.data import load_splits
     from training.evaluate import best_accuracy, compute_metrics, predict_samples
     from training.operating_curve import fit_curve
-    from training.train import held_out_splits
+    from training.splits import held_out_splits
 
     classifier = DefectClassifier(args.model)
     config = TrainConfig.from_dict({**classifier.config.training_config, "data": args.data})
-    _, val, test = held_out_splits(config)
+    _, val, test, _ = held_out_splits(config)
     sets = {"validation": val, "test split": test}
     for item in args.also:
         name, _, path = item.partition("=")

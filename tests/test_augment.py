@@ -39,7 +39,7 @@ def _bright_area_and_overlap(scale_jitter: float, gamma_jitter: float):
     masks = np.zeros((2, 64, 64), np.float32)
     masks[0] = ellipse.mask(64, 64, scale=STRIDE)
     config = TrainConfig(batch_size=2, synthetic_fraction=0.0, scale_jitter=scale_jitter, gamma_jitter=gamma_jitter)
-    sampler = CropSampler(images, masks, np.ones(2, np.float32), np.array([1, 0]), np.array([[256, 256], [0, 0]]), config)
+    sampler = CropSampler(images, masks, np.ones(2, np.float32), np.array([1, 0]), [np.array([[256, 256]]), np.array([[0, 0]])], config)
     areas, overlaps = [], []
     for index in range(20):
         x, targets, _ = sampler[index]

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import io
-import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from defect_inference import ImageError, read_image
-from training.data import DataError, Ellipse, decode_images, load_splits
+from training.data import DataError, Ellipse, decode_images, load_splits, read_mask
 
 
 def _png(path, value=128, size=(64, 64), mode="L"):
@@ -63,23 +63,132 @@ def test_dagm_development_layout(tmp_path):
     assert first.ellipse == Ellipse(cx=386.0, cy=359.2, a=62.24, b=26.06, angle=0.544)
 
 
-def test_dagm_competition_layout_masks_become_ellipses(tmp_path):
-    folder = tmp_path / "Class3" / "Train"
+def _disc_mask(path, size=(128, 96), centre=(70, 50), radius=10):
+    """A black-and-white mask with one disc; size is (width, height) as PIL has it."""
+    yy, xx = np.mgrid[0 : size[1], 0 : size[0]]
+    mask = (((xx - centre[0]) ** 2 + (yy - centre[1]) ** 2) <= radius**2).astype(np.uint8) * 255
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(mask).save(path)
+    return path
+
+
+def _photo(path, size=(128, 96), seed=0):
+    """A grey photograph-like image (not black and white)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    noise = np.random.default_rng(seed).integers(60, 190, (size[1], size[0]), dtype=np.uint8)
+    Image.fromarray(noise).save(path)
+    return path
+
+
+def test_dagm_competition_layout_any_extension_and_letter_case(tmp_path):
+    """JPG images, lower-case folders, a mask named other than <stem>_label.PNG: the mask is read
+    (it was once read as defect-free) and the defective image keeps it as its pixel target."""
+    folder = tmp_path / "class3" / "train"
     for name in ("0001", "0002", "0003"):
-        _png(folder / f"{name}.PNG", size=(128, 128))
-    mask = np.zeros((128, 128), np.uint8)
-    yy, xx = np.mgrid[0:128, 0:128]
-    mask[((xx - 70) / 30.0) ** 2 + ((yy - 50) / 10.0) ** 2 <= 1] = 255
-    (folder / "Label").mkdir()
-    Image.fromarray(mask).save(folder / "Label" / "0002_label.PNG")
-    (folder / "Label" / "Labels.txt").write_text("1\n1\t0\t0001.PNG\t0\t\n2\t1\t0002.PNG\t0\t0002_label.PNG\n3\t0\t0003.PNG\t0\t\n")
-    splits = load_splits(tmp_path)
-    train = splits["train"]
+        _photo(folder / f"{name}.jpg")
+    _disc_mask(folder / "label" / "0002_label.png")
+    (folder / "label" / "labels.txt").write_text("1\n1\t0\t0001.jpg\t0\t\n2\t1\t0002.jpg\t0\t0002_label.png\n3\t0\t0003.jpg\t0\t\n")
+    train = load_splits(tmp_path)["train"]
     assert [s.defective for s in train] == [False, True, False]
-    e = train[1].ellipse
-    assert abs(e.cx - 70) < 1 and abs(e.cy - 50) < 1
-    assert abs(e.a - 30) < 2 and abs(e.b - 10) < 2
-    assert min(abs(e.angle), abs(e.angle - math.pi)) < 0.05
+    assert train[1].mask.endswith("0002_label.png") and train[0].mask is None
+    _disc_mask(folder / "label" / "0009_label.png")
+    with pytest.raises(DataError, match="0009_label.png"):
+        load_splits(tmp_path)
+
+
+def _mvtec_category(root, kinds=("scratch", "dent"), n=3):
+    for i in range(n):
+        _photo(root / "train" / "good" / f"{i:03d}.png", seed=i)
+        _photo(root / "test" / "good" / f"{i:03d}.png", seed=10 + i)
+        for kind in kinds:
+            _photo(root / "test" / kind / f"{i:03d}.png", seed=20 + i)
+            _disc_mask(root / "ground_truth" / kind / f"{i:03d}_mask.png", centre=(20 + 10 * i, 40))
+    return root
+
+
+def test_mvtec_layout_one_category_and_several(tmp_path):
+    splits = load_splits(_mvtec_category(tmp_path / "tile"))
+    assert [s.defective for s in splits["train"]] == [False] * 3
+    test = splits["test"]
+    assert sorted({s.defect for s in test if s.defective}) == ["dent", "scratch"]
+    assert all(s.mask is not None and Path(s.mask).stem == Path(s.name).stem + "_mask" for s in test if s.defective)
+    assert all(s.mask is None and s.defect is None for s in test if not s.defective)
+    _mvtec_category(tmp_path / "wood", kinds=("hole",))
+    both = load_splits(tmp_path)
+    assert {s.texture for s in both["train"]} == {"tile", "wood"}
+    assert len(both["test"]) == 9 + 6
+
+
+def test_mvtec_mask_without_image_is_named(tmp_path):
+    root = _mvtec_category(tmp_path)
+    _disc_mask(root / "ground_truth" / "scratch" / "007_mask.png")
+    with pytest.raises(DataError, match="007_mask.png.*match no image|match no image.*007_mask.png"):
+        load_splits(root)
+
+
+def test_imagefolder_masks_from_metadata_a_mask_tree_and_beside_the_images(tmp_path):
+    _imagefolder(tmp_path, splits=("train",))
+    train = tmp_path / "train"
+    _disc_mask(train / "masks" / "defects" / "0.png", size=(64, 64), centre=(20, 20))
+    (train / "labels").mkdir()
+    _disc_mask(train / "labels" / "m1.png", size=(64, 64), centre=(30, 30))
+    (train / "metadata.csv").write_text("file_name,mask\ndefects/1.png,labels/m1.png\n")
+    with pytest.raises(DataError, match="labels"):  # an unknown folder in the split is still refused
+        load_splits(tmp_path)
+    (train / "labels" / "m1.png").rename(train / "masks" / "m1.png")
+    (train / "labels").rmdir()
+    (train / "metadata.csv").write_text("file_name,mask\ndefects/1.png,masks/m1.png\n")
+    samples = {Path(s.name).name: s for s in load_splits(tmp_path)["train"] if s.defective}
+    assert samples["0.png"].mask.endswith("masks/defects/0.png")
+    assert samples["1.png"].mask.endswith("masks/m1.png")
+
+
+def test_masks_beside_images_are_paired_or_refused(tmp_path):
+    """The magnetic tiles keep <id>.png (mask) beside <id>.jpg (photo): paired by which one is
+    black and white; two photographs with one stem, or a mask with no image, are refused."""
+    _imagefolder(tmp_path, splits=("train",))
+    defects = tmp_path / "train" / "defects"
+    _photo(defects / "tile7.jpg")
+    _disc_mask(defects / "tile7.png")
+    _photo(defects / "tile8.jpg")
+    _disc_mask(defects / "tile8_mask.png")
+    samples = {Path(s.name).name: s for s in load_splits(tmp_path)["train"]}
+    assert samples["tile7.jpg"].mask.endswith("tile7.png") and "tile7.png" not in samples
+    assert samples["tile8.jpg"].mask.endswith("tile8_mask.png") and "tile8_mask.png" not in samples
+    _photo(defects / "tile9.jpg")
+    _photo(defects / "tile9.png", seed=1)
+    with pytest.raises(DataError, match="tile9.*share a name"):
+        load_splits(tmp_path)
+    (defects / "tile9.png").unlink()
+    _disc_mask(defects / "ghost_mask.png")
+    with pytest.raises(DataError, match="ghost_mask.png is named as a mask"):
+        load_splits(tmp_path)
+
+
+def test_a_mask_is_the_defect_target_cell_by_cell(tmp_path):
+    from training.compact_training import defect_targets
+    from training.data import Sample
+    from training.model import STRIDE
+
+    _photo(tmp_path / "a.png", size=(200, 100))
+    mask = np.zeros((100, 200), np.uint8)
+    mask[40:44, 10:190] = 255  # a thin horizontal crack across a non-square photo
+    Image.fromarray(mask).save(tmp_path / "a_mask.png")
+    sample = Sample(str(tmp_path / "a.png"), True, mask=str(tmp_path / "a_mask.png"))
+    images, shapes = decode_images([sample], 256)
+    assert shapes.tolist() == [[100, 200]]
+    targets, known, centres = defect_targets([sample], shapes, 256)
+    rows, cols = np.nonzero(targets[0])
+    # the centres of rows 40-43 of 100 land at 103.7-111.4 of 256: cells 12-13; columns 10-189 of 200: cells 1-30
+    assert set(rows) == {12, 13} and cols.min() == 1 and cols.max() == 30 and known[0] == 1
+    assert len(centres[0]) == len(rows) and np.all(centres[0] % STRIDE == STRIDE // 2)
+
+    good = Sample(str(tmp_path / "a.png"), False, mask=str(tmp_path / "a_mask.png"))
+    Image.fromarray(mask[:50]).save(tmp_path / "small_mask.png")
+    small = Sample(str(tmp_path / "a.png"), True, mask=str(tmp_path / "small_mask.png"))
+    with pytest.raises(DataError, match="2 mask.*no_defects.*|2 mask") as err:
+        defect_targets([good, small], np.array([[100, 200]] * 2), 256)
+    assert "labelled no_defects" in str(err.value) and "200x50 px, the image 200x100" in str(err.value)
 
 
 def test_unseen_surfaces_generator_writes_a_readable_dagm_competition_set(tmp_path):
@@ -92,9 +201,9 @@ def test_unseen_surfaces_generator_writes_a_readable_dagm_competition_set(tmp_pa
     kinds = {s.defect for s in written["train"] + written["test"] if s.defective}
     assert kinds <= set(bench.KINDS) and len(kinds) >= 3
     for sample in read["train"] + read["test"]:
-        assert (sample.ellipse is not None) == sample.defective
+        assert (sample.mask is not None) == sample.defective
         if sample.defective:
-            assert 4 <= sample.ellipse.b <= sample.ellipse.a <= 120
+            assert 4 <= read_mask(sample.mask).sum() ** 0.5 <= 240
 
 
 def test_hf_dataset_object(tmp_path):
@@ -200,7 +309,7 @@ def test_huge_image_refused_before_decoding(tmp_path):
 def test_the_defect_target_follows_a_non_square_image_into_the_working_square(tmp_path):
     """A 250x370 photo is stretched unequally to the 512 square; its ellipse target must stretch
     with it (it used to be scaled by the longer side: ~18 px off at x = 30, ~80 px at the centre)."""
-    from training.compact_training import defect_masks
+    from training.compact_training import defect_targets
     from training.data import Ellipse, Sample, decode_images
     from training.model import STRIDE
 
@@ -209,10 +318,34 @@ def test_the_defect_target_follows_a_non_square_image_into_the_working_square(tm
     image[(xx - 30) ** 2 + (yy - 200) ** 2 <= 12**2] = 250
     Image.fromarray(image).save(tmp_path / "tile.png")
     sample = Sample(str(tmp_path / "tile.png"), True, ellipse=Ellipse(30, 200, 12, 12, 0.0))
-    images, scales = decode_images([sample], 512)
-    masks, known = defect_masks([sample], scales, 512)
+    images, shapes = decode_images([sample], 512)
+    masks, known, _ = defect_targets([sample], shapes, 512)
     cells_y, cells_x = np.nonzero(masks[0])
     target = (cells_x.mean() + 0.5) * STRIDE, (cells_y.mean() + 0.5) * STRIDE
     bright_y, bright_x = np.nonzero(images[0] > 175)
     assert abs(target[0] - bright_x.mean()) < 4 and abs(target[1] - bright_y.mean()) < 4, (target, bright_x.mean(), bright_y.mean())
     assert abs(target[0] - 30 * 512 / 250) < 4 and known[0] == 1
+
+
+@pytest.mark.parametrize("line", ["2\tabc\t5\t1.0\t20\t30", "2\t10\t5\t1.0\tnan\t30", "2\t10\t5", "2\t0\t5\t1.0\t20\t30"])
+def test_a_bad_labels_txt_line_is_named_with_file_and_line(tmp_path, line):
+    for i in range(1, 3):
+        _png(tmp_path / "Class1" / f"{i:04d}.png")
+        _png(tmp_path / "Class1_def" / f"{i}.png", 30)
+    (tmp_path / "Class1_def" / "labels.txt").write_text(f"1\t10\t5\t1.0\t20\t30\n{line}\n")
+    with pytest.raises(DataError, match=r"labels.txt, line 2: .* is not 'number semi-major"):
+        load_splits(tmp_path)
+
+
+@pytest.mark.parametrize("values", ["nan,10,5,3,0", "10,10,x,3,0", "10,10,5,,0", "10,10,-5,3,0"])
+def test_a_bad_ellipse_in_metadata_is_named_not_dropped(tmp_path, values):
+    _imagefolder(tmp_path, splits=("train",))
+    (tmp_path / "train" / "metadata.csv").write_text(f"file_name,cx,cy,a,b,angle\ndefects/0.png,{values}\n")
+    with pytest.raises(DataError, match=r"metadata.csv, 0.png: the defect ellipse"):
+        load_splits(tmp_path)
+
+
+def test_a_hub_dataset_that_cannot_be_loaded_is_a_clear_error(monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    with pytest.raises(DataError, match="is not a local folder, and the Hub dataset someone/nothing cannot be loaded"):
+        load_splits("someone/nothing")

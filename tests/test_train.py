@@ -140,11 +140,14 @@ def test_metrics_per_texture_and_per_kind_of_defect():
     assert m["per_texture"]["a"] == {"n": 3, "accuracy": pytest.approx(2 / 3)}
     assert m["per_texture"]["b"] == {"n": 3, "accuracy": pytest.approx(2 / 3)}
     assert "per_defect" not in compute_metrics(labels, p, 0.5, defects=[None] * 6)
+    # 0.7 (a defect-free image) outranks 0.2: no false alarm allows two of three defects, one allows all
+    assert m["recall_at_false_alarms"] == {"0.01": pytest.approx(2 / 3), "0.05": pytest.approx(2 / 3)}
+    assert compute_metrics(labels * 40, p * 40, 0.5)["recall_at_false_alarms"]["0.01"] == pytest.approx(2 / 3)
 
 
 def test_splits_without_test_get_a_held_out_part(tmp_path):
     from training.synthetic import GenerateConfig, generate
-    from training.train import split_holdout
+    from training.splits import split_holdout
 
     generate(GenerateConfig(tmp_path, per_texture_good=8, per_texture_defective=8, textures=("grain", "cells"), test_fraction=0.0))
     train = load_splits(tmp_path)["train"]

@@ -18,6 +18,22 @@ TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
 METRIC_NAMES = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "false_alarm_rate")
 
 
+def split_summary(how: dict | None) -> str | None:
+    """How the training, validation and test images were chosen, in one sentence."""
+    if not how:
+        return None
+    text = f"Splits: {how['fit']} training, {how['validation']} validation and {how['test']} test images"
+    if how.get("grouped"):
+        text += f", grouped {how['grouped']} (no group is in two splits)"
+    moved = how.get("moved_from_test")
+    if moved:
+        text += (
+            f"; the dataset's train split has no defective images, so {moved['defects']} defective and "
+            f"{moved['no_defects']} defect-free images of its test split (stratified by kind) were moved into training"
+        )
+    return text + "."
+
+
 def render_model_card(model_dir, repo_id: str = "USER/NAME", dataset_repo: str | None = None) -> Path:
     """Write model_dir/README.md from defect_config.json and metrics.json in that folder."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
@@ -68,6 +84,7 @@ def render_model_card(model_dir, repo_id: str = "USER/NAME", dataset_repo: str |
             f"of {config['image_size']}-px images, {metrics.get('train_seconds', '?')} s on the training machine. "
             "Every setting, so the run can be repeated:"
         ),
+        split_summary=split_summary(metrics.get("splits")),
         training_config=json.dumps(config, indent=2),
         n_test=metrics["n_test"],
         metrics_threshold=metrics["threshold"],

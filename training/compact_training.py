@@ -1,10 +1,10 @@
 """Train the compact backbone (model.py) on crops and fit its decision on whole images.
 
 The network is fully convolutional, so it trains on crops of full-resolution images (much cheaper
-than whole images, and a crop centred on a labelled ellipse is a strong positive) and is validated
+than whole images, and a crop centred on a labelled defect is a strong positive) and is validated
 and tested on whole images. Crops of defect-free images are drawn half at random and half at the
 place the current model finds most defect-like (hard negatives, re-mined every few epochs); a
-defective image without an ellipse label is cropped where the model sees its defect, so images
+defective image without a mask or ellipse is cropped where the model sees its defect, so images
 with only a class label still train the decision (multiple-instance style).
 """
 
@@ -18,29 +18,59 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
+from defect_inference import ImageError
 from training.augment import jitter_gamma, jittered_region, paste_anomaly, random_orientation, resize_crop
 from training.backbones import Backbone, fit_verbosity, register
 from training.config import TrainConfig
-from training.data import Sample, class_weights, decode_images
+from training.data import DataError, Sample, class_weights, decode_images, read_mask
 from training.devices import compiled_call, resolve_precision
 from training.model import OUTPUT_LAYER, STRIDE, CompactModels, as_float32, build_compact
 
 log = logging.getLogger(__name__)
 
 
-def defect_masks(samples: list[Sample], scales: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stride-8 target maps from the ellipses, and whether each image has a usable map; `scales`
-    are each image's (down, across) working/source scales."""
+def defect_targets(samples: list[Sample], shapes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+    """Stride-8 target maps, whether each image has a usable one, and where its crops may centre
+    (working pixels); `shapes` are the images' (height, width) on disk.
+
+    A pixel mask marks every cell that holds one of its pixels (a thin crack covers part of a cell,
+    and averaging would teach that cracks deserve part of a peak) and lets crops centre on any of
+    them; an ellipse, the weak label, marks the cells whose centres it holds and centres crops on
+    itself. A defective image without either trains the decision only (its crops centre where the
+    model sees its defect). Every mask that does not fit its image is listed in one error.
+    """
     grid = size // STRIDE
     masks = np.zeros((len(samples), grid, grid), np.float32)
     known = np.ones(len(samples), np.float32)
-    for i, (sample, scale) in enumerate(zip(samples, scales)):
-        if sample.defective:
+    centres = [np.zeros((1, 2), np.float32)] * len(samples)
+    errors = []
+    for i, (sample, shape) in enumerate(zip(samples, shapes)):
+        scale = size / shape
+        if sample.mask is not None:
+            try:
+                pixels = read_mask(sample.mask)
+            except ImageError as err:
+                errors.append(f"  {sample.name}: its mask cannot be read ({err})")
+                continue
+            if pixels.shape != tuple(shape):
+                errors.append(f"  {sample.name}: its mask is {pixels.shape[1]}x{pixels.shape[0]} px, the image {shape[1]}x{shape[0]}")
+            elif not sample.defective and pixels.any():
+                errors.append(f"  {sample.name}: labelled no_defects, but its mask marks defect pixels")
+            elif sample.defective:
+                ys, xs = np.nonzero(pixels)
+                cells = np.unique(np.stack([(ys + 0.5) * scale[0], (xs + 0.5) * scale[1]], 1).astype(np.int64) // STRIDE, axis=0)
+                masks[i, cells[:, 0], cells[:, 1]] = 1.0
+                known[i] = float(len(cells) > 0)
+                centres[i] = (cells * STRIDE + STRIDE // 2).astype(np.float32) if len(cells) else centres[i]
+        elif sample.defective:
             if sample.ellipse is None:
                 known[i] = 0.0
             else:
                 masks[i] = sample.ellipse.mask(grid, grid, scale=(STRIDE / scale[0], STRIDE / scale[1]))
-    return masks, known
+                centres[i] = np.array([[sample.ellipse.cy * scale[0], sample.ellipse.cx * scale[1]]], np.float32)
+    if errors:
+        raise DataError(f"{len(errors)} mask(s) do not fit their images; fix or remove them:\n" + "\n".join(errors))
+    return masks, known, centres
 
 
 class CropSampler(keras.utils.PyDataset):
@@ -51,13 +81,13 @@ class CropSampler(keras.utils.PyDataset):
     repeatable for a seed.
     """
 
-    def __init__(self, images, masks, known, labels, ellipse_centres, config: TrainConfig):
+    def __init__(self, images, masks, known, labels, centres, config: TrainConfig):
         # Two worker threads: Keras then prepares batches inside the epoch only. With one, it
         # wraps the sampler in a prefetching tf.data generator that starts the next epoch's
         # batches while the whole-image callbacks run, then throws them away (measured slower).
         super().__init__(workers=2)
         self.images, self.masks, self.known, self.labels = images, masks, known, labels
-        self.ellipse_centres = ellipse_centres
+        self.centres = centres
         self.peaks = np.full((len(images), 2), -1, np.int64)
         self.config = config
         self.epoch = 0
@@ -74,7 +104,8 @@ class CropSampler(keras.utils.PyDataset):
     def _centre(self, i: int, rng: np.random.Generator) -> tuple[int, int]:
         size, crop = self.images.shape[1], self.config.crop_size
         if self.labels[i] and self.known[i]:
-            cy, cx = self.ellipse_centres[i]
+            candidates = self.centres[i]
+            cy, cx = candidates[0 if len(candidates) == 1 else int(rng.integers(len(candidates)))]
             jitter = rng.uniform(-crop / 4, crop / 4, size=2)
             return int(cy + jitter[0]), int(cx + jitter[1])
         use_peak = self.peaks[i, 0] >= 0 and (self.labels[i] or rng.random() < self.config.hard_negative_fraction)
@@ -212,13 +243,9 @@ def fit_decision_head(models: CompactModels, images: np.ndarray, labels: np.ndar
 
 def train_compact(config: TrainConfig, fit_samples, val_samples, strategy, out: Path):
     """Train the compact net on crops; returns (classifier, history, validation P(defects))."""
-    images, scales = decode_images(fit_samples, config.image_size, desc="decoding train")
-    masks, known = defect_masks(fit_samples, scales, config.image_size)
+    images, shapes = decode_images(fit_samples, config.image_size, desc="decoding train")
+    masks, known, centres = defect_targets(fit_samples, shapes, config.image_size)
     labels = np.array([s.defective for s in fit_samples], np.int64)
-    centres = np.zeros((len(fit_samples), 2), np.float32)
-    for i, (s, scale) in enumerate(zip(fit_samples, scales)):
-        if s.ellipse is not None:
-            centres[i] = (s.ellipse.cy * scale[0], s.ellipse.cx * scale[1])
     v_images, _ = decode_images(val_samples, config.image_size, desc="decoding validation")
     v_labels = np.array([s.defective for s in val_samples], np.int64)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +44,16 @@ class TrainConfig:
     out: str = option("runs/compact", "Run folder to write: OUT/model (what is published), OUT/metrics.json, OUT/logs.")
     val_fraction: float = option(0.15, "Share of the training images held out to pick the epoch and the decision threshold.")
     test_fraction: float = option(0.25, "Share held out for the test metrics when the data has no test split of its own.")
+    group_pattern: str = option(
+        "",
+        "A regular expression on file names whose first group (or whole match) names each image's group: near-copies "
+        "of one part or capture sequence never land in two splits. A dataset's group column does the same.",
+    )
+    test_to_train_fraction: float = option(
+        0.5,
+        "Share of the test split moved into training, stratified by kind of defect, when the train split has no "
+        "defective images (MVTec AD keeps every defect under test/).",
+    )
     seed: int = option(0, "Random seed of splits, initialisation and sampling: the same seed and data repeat a run.")
     # model
     backbone: str = option(
@@ -159,6 +170,12 @@ class TrainConfig:
             yield f"--val-fraction must be in (0, 0.5), got {self.val_fraction}"
         if not 0.0 < self.test_fraction < 0.5:
             yield f"--test-fraction must be in (0, 0.5), got {self.test_fraction}"
+        if not 0.0 < self.test_to_train_fraction < 1.0:
+            yield f"--test-to-train-fraction must be in (0, 1), got {self.test_to_train_fraction}"
+        try:
+            re.compile(self.group_pattern)
+        except re.error as err:
+            yield f"--group-pattern {self.group_pattern!r} is not a regular expression ({err})"
         for name in ("hard_negative_fraction", "synthetic_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 yield f"--{_flag(name)} must be in [0, 1], got {getattr(self, name)}"

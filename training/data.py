@@ -2,14 +2,22 @@
 
 Layouts, detected from what is on disk (or a Hub dataset id / `datasets` object):
 - imagefolder: DIR/{train,test}/{defects,no_defects}/*, optional DIR/<split>/metadata.csv with
-  `file_name` plus `texture`, the kind of `defect` and the defect ellipse `cx, cy, a, b, angle`
-  (what `synthetic` writes);
+  `file_name` plus `texture`, the kind of `defect`, a capture `group`, a pixel `mask` (a path
+  relative to the split folder) and the defect ellipse `cx, cy, a, b, angle` (what `synthetic`
+  writes); masks may also sit in a mirror tree DIR/<split>/masks/<class>/... or beside their images
+  (see `pair_masks`);
+- MVTec AD: DIR/train/good/, DIR/test/<kind>/ (`good` or a kind of defect) and
+  DIR/ground_truth/<kind>/<stem>_mask.png, for one category or a folder of categories (each
+  category becomes a texture);
 - DAGM 2007 development set: DIR/ClassN/ (good) + DIR/ClassN_def/ (defective) with `labels.txt`
   holding one ellipse per image: number, semi-major, semi-minor, angle (radians), x, y;
-- DAGM 2007 competition set: DIR/ClassN/{Train,Test}/ with Label/Labels.txt and *_label.PNG masks
-  (each mask becomes the ellipse with the same centre and second moments, so every layout gives
-  weak localization labels in one form);
-- a `datasets.Dataset` / `DatasetDict` with an Image column and a ClassLabel or string label.
+- DAGM 2007 competition set: DIR/ClassN/{Train,Test}/ with Label/Labels.txt and <stem>_label masks;
+- a `datasets.Dataset` / `DatasetDict` with an Image column, a ClassLabel or string label and
+  optionally an Image column named `mask`.
+
+File extensions and the letter case of the fixed folder and file names do not matter. A pixel mask
+(grey level 128 or more is defect) trains the defect map as it is drawn; an ellipse is the weak
+label of layouts without masks.
 
 Class names are fixed: index 0 is `defects`, index 1 is `no_defects` (the alphabetical order every
 folder loader uses); the model's output is P(defects) whatever the order on disk.
@@ -34,7 +42,9 @@ from defect_inference import IMAGE_SUFFIXES, ImageError, read_image, to_gray, to
 
 log = logging.getLogger(__name__)
 CLASS_NAMES = ("defects", "no_defects")
-EXPECTED_EXTRA_FILES = {"metadata.csv", "metadata.jsonl", "README.md", "labels.txt", "Labels.txt"}
+EXPECTED_EXTRA_FILES = {"metadata.csv", "metadata.jsonl", "readme.md", "labels.txt", "license.txt"}
+# How a mask file names its image: `<stem>_mask.png` (MVTec AD), `<stem>_label.PNG` (DAGM 2007).
+MASK_SUFFIXES = ("_mask", "_label", "_gt")
 
 
 class DataError(ValueError):
@@ -87,6 +97,8 @@ class Sample:
     texture: str | None = None
     ellipse: Ellipse | None = None
     defect: str | None = None  # the kind of defect (scratch, blotch, ...), where metadata names it
+    mask: object = None  # the pixel mask, a path or an array the image's size
+    group: str | None = None  # images of one group (a capture sequence) never land in two splits
 
     @property
     def name(self) -> str:
@@ -102,25 +114,42 @@ def load_splits(source) -> Splits:
         return from_hf_dataset(source)
     path = Path(source)
     if path.is_dir():
-        if (path / "train").is_dir():
+        if _mvtec_categories(path):
+            return read_mvtec(path)
+        if _child(path, "train"):
             return read_imagefolder(path)
-        class_dirs = [p for p in path.iterdir() if p.is_dir() and re.fullmatch(r"Class\d+", p.name)]
-        if any((p / "Train").is_dir() for p in class_dirs):
+        class_dirs = [p for p in path.iterdir() if p.is_dir() and re.fullmatch(r"class\d+", p.name, re.I)]
+        if any(_child(p, "train") for p in class_dirs):
             return read_dagm_competition(path)
-        if class_dirs or any(path.glob("Class*_def")):
+        if class_dirs:
             return read_dagm_development(path)
         raise DataError(
             f"{path} has no layout this tool reads: expected train/{{defects,no_defects}}/ "
-            "(imagefolder, optionally with test/), ClassN/ + ClassN_def/ (DAGM 2007 development set) "
-            "or ClassN/Train/ (DAGM 2007 competition set)"
+            "(imagefolder, optionally with test/), train/good/ + test/<kind>/ (MVTec AD), ClassN/ + "
+            "ClassN_def/ (DAGM 2007 development set) or ClassN/Train/ (DAGM 2007 competition set)"
         )
     if path.exists():
         raise DataError(f"{path} is a file, not a dataset folder: pass the folder that holds train/")
     if re.fullmatch(r"[\w.-]+/[\w.-]+", str(source)):
         import datasets
 
-        return from_hf_dataset(datasets.load_dataset(str(source)))
+        try:
+            dataset = datasets.load_dataset(str(source))
+        except (ConnectionError, OSError, ValueError) as err:  # offline, missing, private, not a dataset
+            raise DataError(
+                f"{source} is not a local folder, and the Hub dataset {source} cannot be loaded ({type(err).__name__}: "
+                f"{str(err).splitlines()[0] if str(err) else 'no detail'}): check the name, your connection, or log in"
+            ) from None
+        return from_hf_dataset(dataset)
     raise DataError(f"{source} does not exist: pass a dataset folder or a Hub dataset id like user/name")
+
+
+def _child(folder: Path, name: str) -> Path | None:
+    """The entry of `folder` called `name` in any letter case, or None."""
+    exact = folder / name
+    if exact.exists():
+        return exact
+    return next((p for p in sorted(folder.iterdir()) if p.name.lower() == name.lower()), None) if folder.is_dir() else None
 
 
 def _image_files(folder: Path) -> list[Path]:
@@ -129,12 +158,89 @@ def _image_files(folder: Path) -> list[Path]:
         if p.is_file():
             if p.suffix.lower() in IMAGE_SUFFIXES:
                 files.append(p)
-            elif p.name not in EXPECTED_EXTRA_FILES and not p.name.startswith("."):
+            elif p.name.lower() not in EXPECTED_EXTRA_FILES and not p.name.startswith("."):
                 ignored.append(p)
     if ignored:
         shown = ", ".join(str(p) for p in ignored[:5])
         log.warning("ignoring %d non-image file(s) in %s: %s", len(ignored), folder, shown)
     return files
+
+
+def _mask_base(stem: str) -> str | None:
+    """The image stem a mask's file stem names (`0002_label` -> `0002`), or None for an image name."""
+    low = stem.lower()
+    return next((low[: -len(s)] for s in MASK_SUFFIXES if low.endswith(s) and len(low) > len(s)), None)
+
+
+def _looks_like_mask(path: Path) -> bool:
+    """Black and white but for anti-aliased edges: a mask, not a photograph (an over-exposed
+    photograph has a few tenths of its pixels at black or white, a mask nearly all of them)."""
+    gray = to_gray(read_image(path))
+    return float(((gray <= 8) | (gray >= 247)).mean()) >= 0.9
+
+
+def read_mask(mask) -> np.ndarray:
+    """A pixel mask (path or array) as a boolean (H, W) array: grey level 128 or more is defect."""
+    return to_gray(read_image(mask)) >= 128
+
+
+def pair_masks(files: list[Path]) -> tuple[list[Path], dict[Path, Path]]:
+    """Split image files into images and the masks that sit beside them: `<stem>_mask.*` (or
+    `_label`, `_gt`) next to `<stem>.*`, or two files with one stem (`<id>.jpg` and `<id>.png`, as
+    the magnetic-tile photographs ship) of which exactly one is black and white. Anything else that
+    shares a stem is refused, since training on a mask as a photograph would be silently wrong."""
+    by_stem: dict[tuple[Path, str], list[Path]] = {}
+    for f in files:
+        by_stem.setdefault((f.parent, _mask_base(f.stem) or f.stem.lower()), []).append(f)
+    images, masks = [], {}
+    for (parent, stem), members in by_stem.items():
+        named = [f for f in members if _mask_base(f.stem)]
+        plain = [f for f in members if not _mask_base(f.stem)]
+        if len(plain) == 2 and not named:
+            like = [_looks_like_mask(f) for f in plain]
+            if like.count(True) != 1:
+                raise DataError(
+                    f"{plain[0]} and {plain[1].name} share a name and neither (or both) is a black-and-white mask: "
+                    f"rename the mask {stem}_mask{plain[1].suffix} or give the images different names"
+                )
+            named, plain = [plain[like.index(True)]], [plain[like.index(False)]]
+        if named and not plain:
+            raise DataError(f"{named[0]} is named as a mask but no image {stem}.* sits beside it: rename or remove it")
+        if len(plain) > 1 or len(named) > 1:
+            raise DataError(f"{len(members)} files in {parent} share the name {stem}: {', '.join(f.name for f in members)}; keep one image and at most one mask")
+        images.append(plain[0])
+        if named:
+            masks[plain[0]] = named[0]
+    return sorted(images), masks
+
+
+def _mask_index(folder: Path | None) -> dict[tuple[str, str], Path]:
+    """The masks under `folder` by (relative parent folder, the stem of the image they name)."""
+    if folder is None or not folder.is_dir():
+        return {}
+    index = {}
+    for f in _image_files(folder):
+        index[(f.parent.relative_to(folder).as_posix().lower(), _mask_base(f.stem) or f.stem.lower())] = f
+    return index
+
+
+def _claim_masks(index: dict, images: list[Path], root: Path) -> dict[Path, Path]:
+    """The mask of each image in `index` (keys relative to `root`); masks left over are an error."""
+    found = {}
+    for image in images:
+        key = (image.parent.relative_to(root).as_posix().lower(), image.stem.lower())
+        if key in index:
+            found[image] = index.pop(key)
+    return found
+
+
+def _refuse_unmatched(index: dict, where: str) -> None:
+    if index:
+        shown = ", ".join(str(p) for p in list(index.values())[:5])
+        raise DataError(
+            f"{len(index)} mask(s) in {where} match no image: {shown}; a mask is named like its image "
+            "(same folders, same stem, optionally with _mask), so rename or remove them"
+        )
 
 
 def _read_metadata(split_dir: Path) -> dict[str, dict]:
@@ -148,37 +254,46 @@ def _read_metadata(split_dir: Path) -> dict[str, dict]:
     return {row["file_name"]: row for row in rows}
 
 
-def _ellipse_from_row(row: dict) -> Ellipse | None:
+def _ellipse_from_row(row: dict, where: str = "") -> Ellipse | None:
     values = [row.get(k) for k in ("cx", "cy", "a", "b", "angle")]
-    if any(v in (None, "") for v in values):
+    if all(v in (None, "") for v in values):
         return None
     try:
-        return Ellipse(*(float(v) for v in values))
+        numbers = [float(v) for v in values]
     except (TypeError, ValueError):
-        return None
+        numbers = []
+    if len(numbers) != 5 or not all(math.isfinite(v) for v in numbers) or min(numbers[2:4]) <= 0:
+        raise DataError(
+            f"{where}: the defect ellipse cx, cy, a, b, angle = {', '.join(str(v) for v in values)} is not five finite "
+            "numbers with positive semi-axes: fix the row, or leave all five empty for no ellipse"
+        )
+    return Ellipse(*numbers)
 
 
 def read_imagefolder(root: Path) -> Splits:
     splits: Splits = {}
     for split in ("train", "test"):
-        split_dir = root / split
-        if not split_dir.is_dir():
+        split_dir = _child(root, split)
+        if split_dir is None or not split_dir.is_dir():
             continue
-        unknown = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and p.name not in CLASS_NAMES)
+        mask_dir = _child(split_dir, "masks")
+        unknown = sorted(p.name for p in split_dir.iterdir() if p.is_dir() and p.name not in CLASS_NAMES and p != mask_dir)
         if unknown:
             raise DataError(
                 f"{split_dir} has class folder(s) {', '.join(unknown)}: the only labels are "
-                f"{' and '.join(CLASS_NAMES)}; rename or move those folders"
+                f"{' and '.join(CLASS_NAMES)} (and masks/ for pixel masks); rename or move those folders"
             )
         metadata = _read_metadata(split_dir)
+        mask_tree = _mask_index(mask_dir)
         samples = []
         for class_name in CLASS_NAMES:
             class_dir = split_dir / class_name
             if not class_dir.is_dir():
                 raise DataError(f"{class_dir} is missing: put the {class_name} images of {split} there")
-            files = _image_files(class_dir)
+            files, beside = pair_masks(_image_files(class_dir))
             if not files:
                 raise DataError(f"{class_dir} holds no images: add {class_name} images (PNG, JPEG, ...)")
+            masks = {**beside, **_claim_masks(mask_tree, files, split_dir)}
             for file in files:
                 row = metadata.get(file.relative_to(split_dir).as_posix(), {})
                 if row.get("label") and row["label"] != class_name:
@@ -186,34 +301,90 @@ def read_imagefolder(root: Path) -> Splits:
                         f"{split_dir / 'metadata.csv'} labels {file.name} as {row['label']!r} but it is in "
                         f"{class_name}/: fix the row or move the file"
                     )
+                mask = masks.get(file)
+                if row.get("mask"):
+                    mask = split_dir / row["mask"]
+                    if not mask.is_file():
+                        raise DataError(f"{split_dir / 'metadata.csv'} gives {file.name} the mask {row['mask']}, which does not exist in {split_dir}")
                 samples.append(
                     Sample(
                         str(file), class_name == CLASS_NAMES[0], row.get("texture") or None,
-                        _ellipse_from_row(row), row.get("defect") or None,
+                        _ellipse_from_row(row, f"{split_dir / 'metadata.csv'}, {file.name}"), row.get("defect") or None,
+                        str(mask) if mask else None, row.get("group") or None,
                     )
                 )
+        named = {Path(s.mask).resolve() for s in samples if s.mask}
+        _refuse_unmatched({k: v for k, v in mask_tree.items() if v.resolve() not in named}, mask_dir)
         splits[split] = samples
     if "train" not in splits:
         raise DataError(f"{root / 'train'} is missing: put images in train/defects and train/no_defects")
     return splits
 
 
+def _mvtec_categories(root: Path) -> list[Path]:
+    def is_category(p: Path) -> bool:
+        train = _child(p, "train")
+        return train is not None and _child(train, "good") is not None and _child(p, "test") is not None
+
+    if is_category(root):
+        return [root]
+    return [p for p in sorted(root.iterdir()) if p.is_dir() and is_category(p)]
+
+
+def read_mvtec(root: Path) -> Splits:
+    """MVTec AD: defect-free training images; every defective image, with its mask, under test/."""
+    splits: Splits = {"train": [], "test": []}
+    for category in _mvtec_categories(root):
+        texture = category.name
+        splits["train"] += [Sample(str(f), False, texture) for f in _image_files(_child(_child(category, "train"), "good"))]
+        test_dir = _child(category, "test")
+        truth = _child(category, "ground_truth")
+        for kind_dir in sorted(p for p in test_dir.iterdir() if p.is_dir()):
+            defective = kind_dir.name.lower() != "good"
+            files = _image_files(kind_dir)
+            mask_dir = _child(truth, kind_dir.name) if truth else None
+            index = {stem: path for (_, stem), path in _mask_index(mask_dir).items()}
+            masks = {f: index.pop(f.stem.lower()) for f in files if f.stem.lower() in index}
+            _refuse_unmatched(index, mask_dir)
+            splits["test"] += [
+                Sample(str(f), defective, texture, defect=kind_dir.name if defective else None, mask=str(masks[f]) if f in masks else None)
+                for f in files
+            ]
+    if not splits["train"]:
+        raise DataError(f"{root} has no images in train/good/")
+    _require_both_classes(splits["test"], root / "test")
+    return splits
+
+
+def _labels_line(line: str, where: str) -> tuple[int, Ellipse]:
+    """One line of a DAGM development labels.txt: number, semi-major, semi-minor, angle, x, y."""
+    try:
+        number, a, b, angle, x, y = (float(v) for v in line.split()[:6])
+        if not all(math.isfinite(v) for v in (number, a, b, angle, x, y)) or min(a, b) <= 0:
+            raise ValueError
+    except ValueError:
+        raise DataError(
+            f"{where}: {line.strip()!r} is not 'number semi-major semi-minor angle x y' (six finite numbers, "
+            "positive semi-axes): fix or remove the line"
+        ) from None
+    return int(number), Ellipse(x, y, a, b, angle)
+
+
 def read_dagm_development(root: Path) -> Splits:
     samples = []
-    for good_dir in sorted(root.glob("Class*"), key=lambda p: p.name):
-        if not re.fullmatch(r"Class\d+", good_dir.name):
+    for good_dir in sorted(root.iterdir(), key=lambda p: p.name):
+        if not re.fullmatch(r"class\d+", good_dir.name, re.I):
             continue
-        def_dir = root / f"{good_dir.name}_def"
-        if not def_dir.is_dir():
-            raise DataError(f"{def_dir} is missing: the DAGM development layout pairs every ClassN/ with ClassN_def/")
+        def_dir = _child(root, f"{good_dir.name}_def")
+        if def_dir is None:
+            raise DataError(f"{root / (good_dir.name + '_def')} is missing: the DAGM development layout pairs every ClassN/ with ClassN_def/")
         ellipses = {}
-        labels = def_dir / "labels.txt"
-        if labels.is_file():
-            for line in labels.read_text().splitlines():
-                parts = line.split()
-                if len(parts) >= 6:
-                    number, a, b, angle, x, y = parts[:6]
-                    ellipses[int(float(number))] = Ellipse(float(x), float(y), float(a), float(b), float(angle))
+        labels = _child(def_dir, "labels.txt")
+        if labels is not None:
+            for line_number, line in enumerate(labels.read_text().splitlines(), 1):
+                if line.strip():
+                    number, ellipse = _labels_line(line, f"{labels}, line {line_number}")
+                    ellipses[number] = ellipse
         samples += [Sample(str(p), False, good_dir.name) for p in _image_files(good_dir)]
         for p in _image_files(def_dir):
             number = int(p.stem) if p.stem.isdigit() else None
@@ -226,28 +397,29 @@ def read_dagm_development(root: Path) -> Splits:
 
 def read_dagm_competition(root: Path) -> Splits:
     splits: Splits = {"train": [], "test": []}
-    for class_dir in sorted(p for p in root.iterdir() if re.fullmatch(r"Class\d+", p.name)):
-        for part, split in (("Train", "train"), ("Test", "test")):
-            folder = class_dir / part
-            if not folder.is_dir():
+    for class_dir in sorted(p for p in root.iterdir() if re.fullmatch(r"class\d+", p.name, re.I)):
+        for part in ("train", "test"):
+            folder = _child(class_dir, part)
+            if folder is None:
                 continue
-            masks = {}
-            labels_file = folder / "Label" / "Labels.txt"
-            if labels_file.is_file():
+            label_dir = _child(folder, "label")
+            listed = {}  # image name -> (defective, mask name) from Labels.txt
+            labels_file = _child(label_dir, "labels.txt") if label_dir else None
+            if labels_file is not None:
                 for line in labels_file.read_text().splitlines():
                     tokens = line.split()
-                    names = [t for t in tokens if t.upper().endswith(".PNG")]
+                    names = [t for t in tokens if Path(t).suffix.lower() in IMAGE_SUFFIXES]
                     if len(tokens) >= 3 and names:
-                        masks[names[0]] = (tokens[1] == "1", names[1] if len(names) > 1 else None)
-            for file in sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES):
-                defective, mask_name = masks.get(file.name, (None, None))
-                mask_path = folder / "Label" / (mask_name or f"{file.stem}_label.PNG")
+                        listed[names[0].lower()] = (tokens[1] == "1", names[1] if len(names) > 1 else None)
+            masks = {stem: path for (_, stem), path in _mask_index(label_dir).items()}
+            for file in sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
+                defective, mask_name = listed.get(file.name.lower(), (None, None))
+                stem = Path(mask_name).stem if mask_name else file.stem
+                mask = masks.pop(_mask_base(stem) or stem.lower(), None)
                 if defective is None:
-                    defective = mask_path.is_file()
-                ellipse = None
-                if defective and mask_path.is_file():
-                    ellipse = Ellipse.from_mask(np.asarray(Image.open(mask_path).convert("L")) > 0)
-                splits[split].append(Sample(str(file), defective, class_dir.name, ellipse))
+                    defective = mask is not None
+                splits[part].append(Sample(str(file), defective, class_dir.name, mask=str(mask) if defective and mask else None))
+            _refuse_unmatched(masks, label_dir)
     splits = {k: v for k, v in splits.items() if v}
     if "train" not in splits:
         raise DataError(f"{root} has no ClassN/Train/ images")
@@ -269,7 +441,8 @@ def from_hf_dataset(dataset) -> Splits:
         if split not in dataset:
             continue
         ds = dataset[split]
-        image_col = next((c for c, f in ds.features.items() if isinstance(f, datasets.Image)), None)
+        image_col = next((c for c, f in ds.features.items() if isinstance(f, datasets.Image) and c != "mask"), None)
+        has_mask = isinstance(ds.features.get("mask"), datasets.Image)
         if image_col is None or "label" not in ds.features:
             raise DataError(
                 f"split {split!r} needs an Image column and a 'label' column; it has {list(ds.features)}"
@@ -282,7 +455,10 @@ def from_hf_dataset(dataset) -> Splits:
             if label not in CLASS_NAMES:
                 raise DataError(f"split {split!r} has label {label!r}: the only labels are {' and '.join(CLASS_NAMES)}")
             samples.append(
-                Sample(row[image_col], label == CLASS_NAMES[0], row.get("texture"), _ellipse_from_row(row), row.get("defect") or None)
+                Sample(
+                    row[image_col], label == CLASS_NAMES[0], row.get("texture"), _ellipse_from_row(row, f"split {split!r}"),
+                    row.get("defect") or None, row["mask"] if has_mask else None, row.get("group"),
+                )
             )
         _require_both_classes(samples, f"split {split!r}")
         splits[split] = samples
@@ -299,8 +475,8 @@ def decode_images(
     samples: list[Sample], size: int, desc: str = "decoding", gray: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decode samples into (N, size, size) uint8 grayscale (or (N, size, size, 3) RGB with
-    `gray=False`) plus each image's (down, across) working/source scales: an image of another
-    aspect is stretched unequally on the two axes.
+    `gray=False`) plus each image's (height, width) on disk: an image of another aspect is
+    stretched unequally on the two axes.
 
     Images are brought to the working size by the inference core's `to_working_size`, the resize
     the saved model runs inside, so training sees what users' images become; they are kept as
@@ -314,7 +490,7 @@ def decode_images(
         except ImageError as err:
             return err
         image = to_working_size(to_gray(rgb) if gray else rgb, size)
-        return np.clip(np.round(image), 0, 255).astype(np.uint8), (size / rgb.shape[0], size / rgb.shape[1])
+        return np.clip(np.round(image), 0, 255).astype(np.uint8), rgb.shape[:2]
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
         results = list(tqdm(pool.map(decode, samples), total=len(samples), desc=desc, unit="img", leave=False))
@@ -322,8 +498,32 @@ def decode_images(
     if errors:
         raise DataError(f"{len(errors)} image(s) cannot be read; fix or remove them:\n" + "\n".join(errors))
     images = np.stack([r[0] for r in results])
-    scales = np.array([r[1] for r in results], dtype=np.float32)
-    return images, scales
+    shapes = np.array([r[1] for r in results], dtype=np.int64)
+    return images, shapes
+
+
+def check_readable(samples: list[Sample]) -> None:
+    """Open every image and mask in full, and list every one that cannot be read or does not
+    fit in one error: a run must not find a broken test image after an hour of training."""
+
+    def check(sample: Sample) -> str | None:
+        try:
+            shape = read_image(sample.image).shape[:2]
+        except ImageError as err:
+            return f"  {sample.name}: {err}"
+        if sample.mask is not None:
+            try:
+                mask = read_mask(sample.mask)
+            except ImageError as err:
+                return f"  {sample.name}: its mask cannot be read ({err})"
+            if mask.shape != shape:
+                return f"  {sample.name}: its mask is {mask.shape[1]}x{mask.shape[0]} px, the image {shape[1]}x{shape[0]}"
+        return None
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        problems = [p for p in tqdm(pool.map(check, samples), total=len(samples), desc="checking", unit="img", leave=False) if p]
+    if problems:
+        raise DataError(f"{len(problems)} image(s) or mask(s) cannot be used; fix or remove them:\n" + "\n".join(problems))
 
 
 def class_weights(positive_share: float) -> dict[int, float]:

@@ -13,7 +13,7 @@ from sklearn import metrics as skm
 from tqdm import tqdm
 
 from defect_inference import DefectClassifier, Prediction, read_image
-from training.data import CLASS_NAMES, Sample
+from training.data import CLASS_NAMES, Sample, read_mask
 
 
 def compute_metrics(labels, p_defects, threshold: float, textures=None, defects=None) -> dict:
@@ -34,6 +34,7 @@ def compute_metrics(labels, p_defects, threshold: float, textures=None, defects=
         "roc_auc": float(skm.roc_auc_score(y, p)) if both else None,
         "pr_auc": float(skm.average_precision_score(y, p)) if both else None,
         "false_alarm_rate": float(cm[1, 0] / max(1, cm[1].sum())),
+        "recall_at_false_alarms": recall_at_false_alarms(y, p) if both else None,
         "confusion_matrix": {"labels": list(CLASS_NAMES), "rows_true_columns_predicted": cm.tolist()},
     }
     if textures is not None and any(t is not None for t in textures):
@@ -49,6 +50,13 @@ def compute_metrics(labels, p_defects, threshold: float, textures=None, defects=
             k: {"n": int((kinds == k).sum()), "recall": float(caught[kinds == k].mean())} for k in sorted(set(kinds) - {""})
         }
     return result
+
+
+def recall_at_false_alarms(labels, p_defects, rates=(0.01, 0.05)) -> dict[str, float]:
+    """The best recall any threshold reaches while flagging at most each share of the defect-free
+    images: how well the scores rank, wherever the stored threshold sits."""
+    fpr, tpr, _ = skm.roc_curve(labels, p_defects)
+    return {f"{rate:g}": float(tpr[fpr <= rate + 1e-12].max()) for rate in rates}
 
 
 def best_accuracy(labels, p_defects) -> float:
@@ -71,12 +79,30 @@ def predict_samples(classifier: DefectClassifier, samples: list[Sample], batch_s
     return results
 
 
+# A box "on the defect" may be at most this many times the area of the mask's bounding box: a box
+# over half the part touches every defect without pointing at it.
+BOX_AREA_LIMIT = 4.0
+
+
+def box_on_defect(sample: Sample, box) -> bool:
+    """Whether a detected defect's box points at the labelled defect: against a pixel mask, the
+    box holds mask pixels and is at most BOX_AREA_LIMIT times the mask's bounding box; against an
+    ellipse (a weak label), the box centre lies inside it."""
+    x0, y0, x1, y1 = box
+    if sample.mask is None:
+        return bool(sample.ellipse.contains((x0 + x1) / 2, (y0 + y1) / 2))
+    mask = read_mask(sample.mask)
+    ys, xs = np.nonzero(mask)
+    bound = (xs.max() - xs.min() + 1) * (ys.max() - ys.min() + 1)
+    return bool(mask[y0:y1, x0:x1].any()) and (x1 - x0) * (y1 - y0) <= BOX_AREA_LIMIT * bound
+
+
 def box_hit_rate(samples: list[Sample], results: list[Prediction]) -> tuple[float | None, int]:
-    """Share of detected, ellipse-labelled defects whose box centre lies inside the ellipse."""
+    """Share of detected, located defects (mask or ellipse) whose box is on the defect."""
     hits = [
-        s.ellipse.contains((r.box[0] + r.box[2]) / 2, (r.box[1] + r.box[3]) / 2)
+        box_on_defect(s, r.box)
         for s, r in zip(samples, results)
-        if s.defective and s.ellipse is not None and r.box is not None
+        if s.defective and r.box is not None and (s.ellipse is not None or (s.mask is not None and read_mask(s.mask).any()))
     ]
     return (float(np.mean(hits)) if hits else None), len(hits)
 

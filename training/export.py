@@ -32,15 +32,20 @@ def copy_core(folder) -> Path:
     return target
 
 
+def check_model_dir(model_dir: Path) -> None:
+    """Refuse to write a model into a folder that holds something else (it would be replaced)."""
+    if model_dir.exists() and (not model_dir.is_dir() or (any(model_dir.iterdir()) and not (model_dir / CONFIG_FILE).is_file())):
+        raise FileExistsError(f"{model_dir} exists and is not a model folder: choose another --out")
+
+
 def export_model(
     classifier, config: TrainConfig, threshold: float, model_dir, history=None, curve=None, operating_point: str | None = None
 ) -> Path:
     """Write the model folder; `threshold` was chosen by `operating_point` on `curve`, which travels
     with the model (both None for a folder from before operating points)."""
     model_dir = Path(model_dir)
+    check_model_dir(model_dir)
     if model_dir.exists():
-        if any(model_dir.iterdir()) and not (model_dir / CONFIG_FILE).is_file():
-            raise FileExistsError(f"{model_dir} exists and is not a model folder: choose another --out")
         shutil.rmtree(model_dir)
     backbone = backbone_for(config.backbone)
     if backbone.legacy_twin is None:  # the trained classifier is a tf-keras model, its only saved form

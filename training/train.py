@@ -15,49 +15,18 @@ from pathlib import Path
 
 import keras
 import tensorflow as tf
-from sklearn.model_selection import train_test_split
 
 from training.backbones import backbone_for
 from training.card import render_model_card
 from training.config import TrainConfig
-from training.data import DataError, Sample, load_splits
 from training.devices import make_strategy
 from training.evaluate import evaluate_model
-from training.export import export_model
+from training.data import check_readable
+from training.export import check_model_dir, export_model
 from training.operating_curve import decide
+from training.splits import held_out_splits
 
 log = logging.getLogger(__name__)
-
-
-def split_holdout(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
-    """Split stratified by class and texture, so every surface is seen in both parts."""
-    strata = [f"{s.defective}:{s.texture}" for s in samples]
-    counts = {k: strata.count(k) for k in set(strata)}
-    if min(counts.values()) < 2 or round(fraction * len(samples)) < len(counts):
-        strata = [str(s.defective) for s in samples]
-    keep, hold = train_test_split(samples, test_size=fraction, random_state=seed, stratify=strata)
-    return keep, hold
-
-
-def require_enough(samples: list[Sample], where: str, minimum: int = 10) -> None:
-    for defective, name in ((True, "defects"), (False, "no_defects")):
-        n = sum(s.defective == defective for s in samples)
-        if n < minimum:
-            raise DataError(f"{where} has {n} {name} image(s); at least {minimum} of each class are needed")
-
-
-def held_out_splits(config: TrainConfig) -> tuple[list[Sample], list[Sample], list[Sample]]:
-    """(training, validation, test) samples of `config.data`: the same for the same data and seed."""
-    splits = load_splits(config.data)
-    train_samples = splits["train"]
-    require_enough(train_samples, "the train split")
-    test_samples = splits.get("test")
-    if not test_samples:
-        train_samples, test_samples = split_holdout(train_samples, config.test_fraction, config.seed)
-    fit_samples, val_samples = split_holdout(train_samples, config.val_fraction, config.seed)
-    require_enough(fit_samples, "the training split")
-    log.info("data: %d train, %d validation, %d test images", len(fit_samples), len(val_samples), len(test_samples))
-    return fit_samples, val_samples, test_samples
 
 
 def train(config: TrainConfig) -> dict:
@@ -66,7 +35,9 @@ def train(config: TrainConfig) -> dict:
     backbone = backbone_for(config.backbone)
     started = time.time()
     out = Path(config.out)
-    fit_samples, val_samples, test_samples = held_out_splits(config)
+    check_model_dir(out / "model")
+    fit_samples, val_samples, test_samples, how = held_out_splits(config)
+    check_readable(fit_samples + val_samples + test_samples)
 
     tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
@@ -81,7 +52,7 @@ def train(config: TrainConfig) -> dict:
     )
     # The folder was written just now by this process: a SavedModel-only one is trusted here.
     metrics = evaluate_model(model_dir, test_samples, plots_dir=model_dir, history=history, trust_savedmodel=True)
-    metrics.update(train_seconds=round(train_seconds, 1), epochs_run=len(history["loss"]), validation=validation)
+    metrics.update(train_seconds=round(train_seconds, 1), epochs_run=len(history["loss"]), validation=validation, splits=how)
     for path in (out / "metrics.json", model_dir / "metrics.json"):
         path.write_text(json.dumps(metrics, indent=2))
     render_model_card(model_dir)
