@@ -18,15 +18,16 @@ def spreadsheet_safe(text: str) -> str:
 def predict_rows(classifier: DefectClassifier, items, batch_size: int = 16, threshold: float | None = None):
     """Yield one CSV-ready row per (name, source) item, in order, batch by batch.
 
-    An unreadable item yields a row with its reason in `error` and no prediction; the others
-    are unaffected. Used by the predict CLI and the Space's batch tab alike.
+    A source is anything `read_image` takes, or a function returning that (read when its batch
+    comes, so a long list holds one batch of images in memory). An unreadable item yields a row
+    with its reason in `error` and no prediction; the others are unaffected.
     """
     items = list(items)
     for start in range(0, len(items), batch_size):
         rows, images = [], []
         for name, source in items[start : start + batch_size]:
             try:
-                images.append(read_image(source))
+                images.append(read_image(source() if callable(source) else source, name=name))
                 rows.append({"file": spreadsheet_safe(name)})
             except ImageError as err:
                 rows.append({"file": spreadsheet_safe(name), "error": spreadsheet_safe(str(err))})

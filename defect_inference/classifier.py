@@ -8,6 +8,7 @@ SavedModel without Keras 3 files and without such a map: it is loaded through
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +30,25 @@ class Prediction:
 
     p_defects: float
     label: str
-    heatmap: np.ndarray | None  # (H, W) in [0, 1], the original image's size; None without a map
     box: tuple[int, int, int, int] | None  # x0, y0, x1, y1, only when label is the defect class
+    defect_map: np.ndarray | None = None  # the model's own (grid) map in [0, 1]; None without one
+    image_size: tuple[int, int] = (0, 0)  # the original image's (height, width)
 
     def probabilities(self, class_names: list[str]) -> dict[str, float]:
         return {class_names[0]: self.p_defects, class_names[1]: 1.0 - self.p_defects}
+
+    def heatmap_at(self, height: int, width: int) -> np.ndarray | None:
+        """The defect map resized to (height, width), e.g. the size an image is displayed at."""
+        if self.defect_map is None:
+            return None
+        resized = Image.fromarray(self.defect_map.astype(np.float32)).resize((width, height), Image.BILINEAR)
+        return np.clip(np.asarray(resized), 0.0, 1.0)
+
+    @functools.cached_property
+    def heatmap(self) -> np.ndarray | None:
+        """(H, W) in [0, 1] at the original image's size, made when first asked for (a batch of
+        large images never pays for maps nobody looks at)."""
+        return self.heatmap_at(*self.image_size)
 
 
 TRUST_VARIABLE = "TRUST_SAVEDMODEL"
@@ -116,16 +131,13 @@ class DefectClassifier:
         for image, p, h in zip(images, probs, heat):
             height, width = image.shape[:2]
             defective = bool(p >= threshold)
-            full = None
-            if h is not None:
-                full = np.asarray(Image.fromarray(h.astype(np.float32)).resize((width, height), Image.BILINEAR))
-                full = np.clip(full, 0.0, 1.0)
             results.append(
                 Prediction(
                     p_defects=float(p),
                     label=self.class_names[0] if defective else self.class_names[1],
-                    heatmap=full,
                     box=defect_box(h, width, height) if defective and h is not None else None,
+                    defect_map=h,
+                    image_size=(height, width),
                 )
             )
         return results

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import io
 import os
+import re
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Larger images are refused before decoding: PIL only warns up to twice its own bomb limit.
 MAX_PIXELS = 64_000_000
+# How PIL names an in-memory file in its messages; users are shown "the data" instead.
+PYTHON_REPR = re.compile(r"<[\w.]+ object at 0x[0-9a-fA-F]+>")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 
 
@@ -21,15 +24,25 @@ class ImageError(ValueError):
     """An input that is not a usable image; the message names the problem and the fix."""
 
 
-def read_image(source, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+def read_image(source, max_pixels: int = MAX_PIXELS, name: str | None = None) -> np.ndarray:
     """Decode a path, bytes, PIL image or array into an (H, W, 3) uint8 RGB array.
 
     Handles every PIL mode (16-bit and float grayscale are scaled, not clipped), EXIF
-    orientation, and refuses images too large to decode safely before decoding them.
+    orientation, and refuses images too large to decode safely before decoding them. Errors
+    name the image `name` when given (a server shows the uploaded file's name, never its own path).
     """
     if isinstance(source, np.ndarray):
         return _array_to_rgb(source)
-    name = source if isinstance(source, (str, os.PathLike)) else "the uploaded data"
+    is_path = isinstance(source, (str, os.PathLike))
+    name = name or (str(source) if is_path else "the uploaded data")
+    try:
+        return _read(source, max_pixels, name)
+    except ImageError as err:
+        message = str(err).replace(str(source), name) if is_path else str(err)
+        raise ImageError(PYTHON_REPR.sub("the data", message)) from None
+
+
+def _read(source, max_pixels: int, name: str) -> np.ndarray:
     try:
         if isinstance(source, Image.Image):
             image = source
@@ -68,7 +81,8 @@ def read_image(source, max_pixels: int = MAX_PIXELS) -> np.ndarray:
 def _pil_to_rgb(image: Image.Image) -> np.ndarray:
     if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
         return _array_to_rgb(np.asarray(image))
-    return np.asarray(image.convert("RGB"), dtype=np.uint8)
+    # An RGB image is copied once (into the array), not twice.
+    return np.asarray(image if image.mode == "RGB" else image.convert("RGB"), dtype=np.uint8)
 
 
 def _array_to_rgb(array: np.ndarray) -> np.ndarray:

@@ -15,15 +15,19 @@ from defect_inference.model_folder import Preprocessing
 
 
 def to_working_size(image: np.ndarray, size: int, preprocessing: Preprocessing = Preprocessing()) -> np.ndarray:
-    """(H, W, C) or (H, W) image -> float32 (size, size, C) or (size, size), as the model's `resize` layer does."""
-    array = np.asarray(image, dtype=np.float32)
+    """(H, W, C) or (H, W) image -> float32 (size, size, C) or (size, size), as the model's `resize` layer does.
+
+    The op is TensorFlow's, which is what Keras's resize runs on this backend (the same numbers),
+    called on the image's own 8-bit pixels: a 64-MP photograph never exists as floats, which
+    would cost gigabytes and seconds.
+    """
+    array = np.asarray(image)
     if array.shape[:2] == (size, size):
-        return array
-    import keras
+        return array.astype(np.float32)
+    import tensorflow as tf
 
     channels = array[..., None] if array.ndim == 2 else array
-    resized = keras.ops.image.resize(channels, (size, size), interpolation=preprocessing.resize)
-    resized = np.asarray(keras.ops.convert_to_numpy(resized), dtype=np.float32)
+    resized = tf.image.resize(channels, (size, size), method=preprocessing.resize).numpy().astype(np.float32)
     return resized[..., 0] if array.ndim == 2 else resized
 
 

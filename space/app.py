@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import logging
 import os
+import signal
 import sys
 import tempfile
 import zipfile
@@ -26,6 +27,7 @@ os.environ.setdefault("GRADIO_EXAMPLES_CACHE", str(Path(PROCESS_FILES.name) / "e
 
 import gradio as gr  # noqa: E402
 import numpy as np  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from defect_inference import (  # noqa: E402
     IMAGE_SUFFIXES,
@@ -40,9 +42,16 @@ from defect_inference import (  # noqa: E402
 log = logging.getLogger("space")
 EXAMPLES_DIR = HERE / "examples"
 OVERLAY_COLOR = np.array([255, 40, 0], np.float32)
+DISPLAY_SIDE = 2048
 BOX_COLOR = np.array([255, 230, 0], np.uint8)
 MAX_BATCH = 500
 MAX_ZIP_MEMBER_BYTES = 64 * 1024 * 1024
+# One upload at most: a batch zip, or the largest single image read_image accepts (64 MP as 16-bit RGB).
+MAX_UPLOAD = "400mb"
+# Requests waiting beyond this many are turned away at once instead of queueing for minutes.
+MAX_QUEUE = 32
+# Uploads and results older than an hour are deleted, checked every quarter of an hour.
+DELETE_CACHE = (900, 3600)
 
 
 class UploadedImage(gr.Image):
@@ -80,25 +89,41 @@ class VerdictLabel(gr.Label):
         return data
 
 
-def expand_uploads(paths: list[str]) -> list[tuple[str, object]]:
-    """(name, source) per image: uploaded files as they are, zip archives opened member by member.
+class ZipMember:
+    """One image inside an uploaded zip, read only when its turn comes (so a zip of many large
+    members costs one member's bytes at a time); every archive problem is an ImageError for its row."""
 
-    Limits keep one request from exhausting the Space: at most MAX_BATCH images, and no zip
-    member that would inflate beyond MAX_ZIP_MEMBER_BYTES.
+    def __init__(self, path: str, info: zipfile.ZipInfo):
+        self.path, self.info = path, info
+
+    def read(self) -> bytes:
+        if self.info.file_size > MAX_ZIP_MEMBER_BYTES:
+            raise ImageError(f"it inflates to {self.info.file_size:,} bytes; the limit is {MAX_ZIP_MEMBER_BYTES:,}: upload it on its own or smaller")
+        try:
+            with zipfile.ZipFile(self.path) as archive:
+                return archive.read(self.info)
+        except (zipfile.BadZipFile, NotImplementedError, OSError, EOFError) as err:
+            raise ImageError(f"it cannot be read from the zip ({err}): re-create the archive") from None
+        except RuntimeError:  # zipfile's other RuntimeError (NotImplementedError is one too): a password is needed
+            raise ImageError("it is encrypted in the zip: upload it unencrypted") from None
+
+
+def expand_uploads(paths: list[str]) -> list[tuple[str, object]]:
+    """(name, source) per image: uploaded files as they are, `.zip` archives member by member.
+
+    Only a `.zip` name makes an archive (an image with a zip appended stays an image). Members are
+    read one at a time, later; at most MAX_BATCH images per request.
     """
     items: list[tuple[str, object]] = []
     for path in paths:
         name = Path(path).name
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                for info in archive.infolist():
-                    if info.is_dir() or not info.filename.lower().endswith(IMAGE_SUFFIXES):
-                        continue
-                    if info.file_size > MAX_ZIP_MEMBER_BYTES:
-                        raise gr.Error(f"{name}: {info.filename} inflates to {info.file_size} bytes; the limit is {MAX_ZIP_MEMBER_BYTES}")
-                    items.append((f"{name}/{info.filename}", archive.read(info)))
-                    if len(items) > MAX_BATCH:
-                        break
+        if name.lower().endswith(".zip"):
+            try:
+                with zipfile.ZipFile(path) as archive:
+                    members = [i for i in archive.infolist() if not i.is_dir() and i.filename.lower().endswith(IMAGE_SUFFIXES)]
+            except (zipfile.BadZipFile, OSError) as err:
+                raise gr.Error(f"{name} is not a readable zip ({err}): re-create the archive") from None
+            items += [(f"{name}/{info.filename}", ZipMember(path, info).read) for info in members[: MAX_BATCH + 1]]
         else:
             items.append((name, path))
         if len(items) > MAX_BATCH:
@@ -107,13 +132,22 @@ def expand_uploads(paths: list[str]) -> list[tuple[str, object]]:
 
 
 def overlay(image: np.ndarray, result: Prediction) -> np.ndarray:
-    """The image with the defect heat map blended in red and the defect box outlined."""
-    if result.heatmap is None:
+    """The image with the defect heat map blended in red and the defect box outlined, at most
+    DISPLAY_SIDE pixels on its longer side (a browser shows no more; a 64-MP overlay would cost
+    gigabytes). The box in the verdict text stays in the original pixels."""
+    height, width = image.shape[:2]
+    scale = min(1.0, DISPLAY_SIDE / max(height, width))
+    if scale < 1.0:
+        size = (max(1, round(width * scale)), max(1, round(height * scale)))
+        image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR, reducing_gap=2.0))
+    heat = result.heatmap_at(*image.shape[:2])
+    if heat is None:
         return image
-    alpha = (0.6 * result.heatmap)[..., None]
-    out = (image.astype(np.float32) * (1 - alpha) + OVERLAY_COLOR * alpha).astype(np.uint8)
+    alpha = (0.6 * heat)[..., None]
+    out = (image * (1 - alpha) + OVERLAY_COLOR * alpha).astype(np.uint8)
     if result.box:
-        x0, y0, x1, y1 = result.box
+        sy, sx = image.shape[0] / height, image.shape[1] / width
+        x0, y0, x1, y1 = (round(v * f) for v, f in zip(result.box, (sx, sy, sx, sy)))
         t = max(2, round(max(image.shape[:2]) / 200))
         out[y0 : y0 + t, x0:x1] = out[max(y0, y1 - t) : y1, x0:x1] = BOX_COLOR
         out[y0:y1, x0 : x0 + t] = out[y0:y1, max(x0, x1 - t) : x1] = BOX_COLOR
@@ -160,7 +194,7 @@ def build_demo(classifier: DefectClassifier, examples: list[str] | None = None) 
             raise gr.Error("No image: upload, paste or pick an example first.")
         threshold = decision_threshold(threshold, operating_point)
         try:
-            image = read_image(image_path)
+            image = read_image(image_path, name=Path(image_path).name)
         except ImageError as err:
             raise gr.Error(str(err)) from None
         result = classifier.predict([image], threshold)[0]
@@ -184,7 +218,7 @@ def build_demo(classifier: DefectClassifier, examples: list[str] | None = None) 
             writer.writerows(rows)
         return [[row[c] for c in ROW_COLUMNS] for row in rows], csv_path
 
-    with gr.Blocks(title="Surface defect classifier") as demo:
+    with gr.Blocks(title="Surface defect classifier", delete_cache=DELETE_CACHE) as demo:
         gr.Markdown(
             "# Surface defect classifier\n"
             f"Upload a surface image: the model says `{names[0]}` or `{names[1]}` and shows where it sees a "
@@ -267,10 +301,16 @@ def main() -> None:
     classifier.warm_up()
     examples, source = example_files(_configured("DATASET_ID", "datasets"))
     log.info("examples: %d from %s", len(examples), source)
-    demo = build_demo(classifier, examples)
-    demo.queue(default_concurrency_limit=2)
-    port = int(os.environ.get("GRADIO_SERVER_PORT", "7860"))
-    demo.launch(server_name=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"), server_port=port)
+    # Spaces and containers stop a process with SIGTERM: exit normally, so this process's files
+    # (PROCESS_FILES) and Gradio's uploads are removed, as on Ctrl-C.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    serve(build_demo(classifier, examples), int(os.environ.get("GRADIO_SERVER_PORT", "7860")), os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"))
+
+
+def serve(demo: gr.Blocks, port: int, host: str = "127.0.0.1", **launch) -> None:
+    """Queue and launch with the Space's limits (the tests serve through here too)."""
+    demo.queue(default_concurrency_limit=2, max_size=MAX_QUEUE)
+    demo.launch(server_name=host, server_port=port, max_file_size=MAX_UPLOAD, **launch)
 
 
 if __name__ == "__main__":

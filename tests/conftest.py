@@ -77,9 +77,8 @@ def served(trained):
     classifier = app.DefectClassifier(out / "model")
     classifier.warm_up()
     demo = app.build_demo(classifier)
-    demo.queue(default_concurrency_limit=2)
     port = _free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    app.serve(demo, port, prevent_thread_lock=True, quiet=True)
     yield f"http://127.0.0.1:{port}/", classifier
     demo.close()
 

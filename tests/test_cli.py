@@ -81,8 +81,8 @@ def test_a_saved_run_repeats_from_its_config_and_typed_options_override_it(train
 
 
 def test_quiet_hides_logs_and_progress_bars_verbose_shows_them(tmp_path):
-    quiet = _run("generate", "--quiet", "--out", str(tmp_path / "q"), "--per-texture-good", "1", "--per-texture-defective", "1")
-    loud = _run("generate", "--out", str(tmp_path / "l"), "--per-texture-good", "1", "--per-texture-defective", "1")
+    quiet = _run("generate", "--quiet", "--out", str(tmp_path / "q"), "--per-texture-good", "2", "--per-texture-defective", "2")
+    loud = _run("generate", "--out", str(tmp_path / "l"), "--per-texture-good", "2", "--per-texture-defective", "2")
     assert quiet.returncode == loud.returncode == 0
     assert json.loads(quiet.stdout) == json.loads(loud.stdout)
     assert quiet.stderr == "" and "generating" in loud.stderr
@@ -101,3 +101,38 @@ def test_the_package_pins_what_requirements_txt_pins():
     pins = {line for line in lines if line}
     assert set(project["dependencies"]) | set(project["optional-dependencies"]["test"]) == pins
     assert project["requires-python"] == ">=3.11,<3.12" and project["scripts"]["defect-classifier"] == "training.cli:main"
+
+
+def _dataset_with_a_broken_test_image(root):
+    from PIL import Image
+
+    for split, n in (("train", 12), ("test", 3)):
+        for label in ("defects", "no_defects"):
+            (root / split / label).mkdir(parents=True)
+            for i in range(n):
+                Image.new("L", (64, 64), 40 if label == "defects" else 200).save(root / split / label / f"{i}.png")
+    (root / "test" / "defects" / "1.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (root / "test" / "no_defects" / "2.png").write_bytes(b"")
+    return root
+
+
+def test_train_refuses_broken_images_of_any_split_an_occupied_out_and_a_bad_repo_id_before_training(tmp_path, capsys):
+    """Each problem ends the run in seconds with exit 2 and nothing written, not after the training."""
+    from training.cli import main
+
+    data = _dataset_with_a_broken_test_image(tmp_path / "data")
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "2 image(s) or mask(s) cannot be used" in err and "defects/1.png" in err and "no_defects/2.png" in err
+    assert not (out / "model").exists()
+
+    (out / "model").mkdir(parents=True)
+    (out / "model" / "notes.txt").write_text("mine")
+    assert main(["train", "--data", str(data), "--out", str(out)]) == 2
+    assert "exists and is not a model folder" in capsys.readouterr().err
+    assert (out / "model" / "notes.txt").read_text() == "mine"
+
+    with pytest.raises(SystemExit) as exit_status:
+        main(["train", "--data", str(data), "--out", str(tmp_path / "other"), "--push-to-hub", "not a repo!"])
+    assert exit_status.value.code == 2 and "'not a repo!' is not a Hub repo id" in capsys.readouterr().err

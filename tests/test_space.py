@@ -36,8 +36,23 @@ def test_api_rejects_a_non_image_with_a_clear_message(served, tmp_path):
     url, _ = served
     bad = tmp_path / "notes.png"
     bad.write_text("this is not an image")
-    with pytest.raises(Exception, match="not a readable image|corrupt|cannot identify"):
+    with pytest.raises(Exception, match="not a readable image|corrupt|cannot identify") as err:
         Client(url, verbose=False).predict(handle_file(str(bad)), api_name="/predict")
+    assert "notes.png" in str(err.value) and "/tmp" not in str(err.value) and "gradio" not in str(err.value).lower()
+
+
+def test_batch_errors_name_the_uploaded_file_not_a_server_path_or_a_python_object(served, tmp_path):
+    import csv
+
+    from gradio_client import Client, handle_file
+
+    url, _ = served
+    bad = tmp_path / "=cmd.png"
+    bad.write_text("this is not an image")
+    _, csv_path = Client(url, verbose=False).predict([handle_file(str(bad))], api_name="/predict_batch")
+    (row,) = list(csv.DictReader(open(csv_path)))
+    assert row["file"] == "'=cmd.png" and row["error"].startswith("'=cmd.png is not a readable image")
+    assert "cmd.png" in row["error"] and "/tmp" not in row["error"] and " object at 0x" not in row["error"]
 
 
 def test_batch_endpoint_classifies_files_and_zips_and_reports_bad_ones(served, tmp_path):
@@ -57,7 +72,8 @@ def test_batch_endpoint_classifies_files_and_zips_and_reports_bad_ones(served, t
     table, csv_path = Client(url, verbose=False).predict(files, api_name="/predict_batch")
     rows = list(csv.DictReader(open(csv_path)))
     assert [r["file"] for r in rows] == names + ["more.zip/inner/defects_brushed.png", "more.zip/inner/broken.png"]
-    assert rows[-1]["error"] and not rows[-1]["p_defects"]
+    assert rows[-1]["error"].startswith("more.zip/inner/broken.png is not a readable image") and not rows[-1]["p_defects"]
+    assert " object at 0x" not in rows[-1]["error"]
     from defect_inference import read_image
 
     for row, path in zip(rows, [EXAMPLES / n for n in names] + [EXAMPLES / "defects_brushed.png"]):
@@ -65,6 +81,65 @@ def test_batch_endpoint_classifies_files_and_zips_and_reports_bad_ones(served, t
         assert float(row["p_defects"]) == pytest.approx(expected.p_defects, abs=1e-5)
         assert row["label"] == expected.label
     assert len(table["data"]) == 4
+
+
+def _broken_zip(path):
+    """A zip whose members fail in every way an archive can: stored bytes that no longer match
+    their CRC, an encrypted member, an unknown compression method, a member that inflates beyond
+    the per-member limit; plus one good image."""
+    import zipfile
+
+    from space.app import MAX_ZIP_MEMBER_BYTES
+
+    with zipfile.ZipFile(path, "w") as z:
+        z.write(EXAMPLES / "defects_brushed.png", "good.png")
+        z.writestr("crc.png", (EXAMPLES / "defects_clouds.png").read_bytes())
+        z.writestr("locked.png", b"x" * 100)
+        z.writestr("method.png", b"y" * 100)
+        z.writestr(zipfile.ZipInfo("zeros.png"), bytes(MAX_ZIP_MEMBER_BYTES + 1), compress_type=zipfile.ZIP_DEFLATED)
+    data = bytearray(path.read_bytes())
+    with zipfile.ZipFile(path) as z:
+        crc, method = z.getinfo("crc.png"), z.getinfo("method.png")
+    data[crc.header_offset + 30 + len(crc.filename) + 100] ^= 0xFF  # a flipped byte of stored data
+    entry = data.rindex(b"PK\x01\x02", 0, data.rindex(b"method.png"))  # its central-directory record
+    data[entry + 10 : entry + 12] = (42).to_bytes(2, "little")  # no such method
+    entry = data.rindex(b"PK\x01\x02", 0, data.rindex(b"locked.png"))
+    data[entry + 8] |= 0x1  # the encrypted flag: a reader asks for a password
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_every_archive_problem_is_a_row_and_only_zip_names_are_archives(served, tmp_path):
+    import csv
+
+    from gradio_client import Client, handle_file
+
+    url, classifier = served
+    archive = _broken_zip(tmp_path / "batch.zip")
+    assert archive.stat().st_size < 2_000_000
+    disguised = tmp_path / "photo.png"  # an image with a zip appended stays an image
+    disguised.write_bytes((EXAMPLES / "defects_clouds.png").read_bytes() + archive.read_bytes())
+    _, csv_path = Client(url, verbose=False).predict([handle_file(str(archive)), handle_file(str(disguised))], api_name="/predict_batch")
+    rows = {r["file"]: r for r in csv.DictReader(open(csv_path))}
+    assert list(rows) == [f"batch.zip/{n}" for n in ("good.png", "crc.png", "locked.png", "method.png", "zeros.png")] + ["photo.png"]
+    assert rows["batch.zip/good.png"]["p_defects"] and not rows["batch.zip/good.png"]["error"]
+    assert "Bad CRC" in rows["batch.zip/crc.png"]["error"]
+    assert "unencrypted" in rows["batch.zip/locked.png"]["error"]
+    assert "compression" in rows["batch.zip/method.png"]["error"]
+    assert "inflates to" in rows["batch.zip/zeros.png"]["error"]
+    assert all(not rows[n]["p_defects"] for n in list(rows)[1:5])
+    from defect_inference import read_image
+
+    expected = classifier.predict([read_image(EXAMPLES / "defects_clouds.png")])[0].p_defects
+    assert float(rows["photo.png"]["p_defects"]) == pytest.approx(expected, abs=1e-5)
+
+
+def test_zip_members_are_read_only_when_their_turn_comes(tmp_path):
+    from space.app import expand_uploads
+
+    items = expand_uploads([str(_broken_zip(tmp_path / "batch.zip"))])
+    assert len(items) == 5 and all(callable(source) for _, source in items)
+    assert items[0][1]() == (EXAMPLES / "defects_brushed.png").read_bytes()
 
 
 def _upload(client, path):
@@ -136,3 +211,43 @@ def test_twenty_concurrent_requests_all_answered_correctly(served):
         confidences = {c["label"]: c["confidence"] for c in label["confidences"]}
         assert label["label"] == expected[name].label
         assert confidences["defects"] == pytest.approx(expected[name].p_defects, abs=1e-5)
+
+
+def test_sigterm_stops_the_space_and_removes_its_files(trained, tmp_path):
+    """Spaces and containers stop the app with SIGTERM: it exits cleanly and leaves no files."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from gradio_client import Client
+
+    from tests.conftest import _free_port
+
+    out, _ = trained
+    port, scratch = _free_port(), tmp_path / "tmp"
+    scratch.mkdir()
+    env = {
+        **os.environ, "MODEL_ID": str(out / "model"), "GRADIO_SERVER_PORT": str(port), "TMPDIR": str(scratch),
+        "GRADIO_TEMP_DIR": str(scratch / "gradio"), "GRADIO_ANALYTICS_ENABLED": "False",
+    }
+    app = subprocess.Popen([sys.executable, "space/app.py"], cwd=Path(__file__).resolve().parents[1], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 240
+        while True:
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=2)
+                break
+            except OSError:
+                assert app.poll() is None and time.time() < deadline, app.stderr.read() if app.poll() is not None else "no answer"
+                time.sleep(1)
+        label, _, _ = _upload(Client(f"http://127.0.0.1:{port}/", verbose=False), EXAMPLES / "defects_clouds.png")
+        assert label["label"] in ("defects", "no_defects")
+        assert list(scratch.glob("defect_space_*"))  # its own files exist while it runs
+        app.send_signal(signal.SIGTERM)
+        assert app.wait(timeout=60) == 0
+    finally:
+        app.kill()
+    assert not list(scratch.glob("defect_space_*"))

@@ -73,3 +73,21 @@ def test_datasets_imagefolder_reads_labels_and_metadata(tmp_path):
     assert sorted(set(labels)) == list(CLASS_NAMES)
     row = next(r for r in train if r["label"] == "defects")
     assert row["image"].size == (512, 512) and row["a"] > 0 and row["texture"] in ("cells", "rings")
+
+
+def test_generating_again_replaces_the_dataset_and_other_folders_are_refused(tmp_path):
+    generate(GenerateConfig(tmp_path / "d", per_texture_good=4, per_texture_defective=4, textures=("grain", "weave")))
+    generate(GenerateConfig(tmp_path / "d", per_texture_good=2, per_texture_defective=2, textures=("grain",)))
+    assert sorted(p.name for p in (tmp_path / "d" / "train" / "defects").iterdir()) == ["grain_00001.png", "grain_00002.png"]
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "photo.jpg").write_bytes(b"x")
+    with pytest.raises(FileExistsError, match="holds something other than a generated dataset"):
+        generate(GenerateConfig(tmp_path / "mine", per_texture_good=2, per_texture_defective=2, textures=("grain",)))
+    assert (tmp_path / "mine" / "photo.jpg").read_bytes() == b"x"
+
+
+def test_the_generate_command_refuses_counts_train_would_refuse(tmp_path, capsys):
+    from training.cli import main
+
+    assert main(["generate", "--out", str(tmp_path / "d"), "--per-texture-good", "1", "--per-texture-defective", "1"]) == 2
+    assert "train needs at least 12" in capsys.readouterr().err and not (tmp_path / "d").exists()

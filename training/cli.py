@@ -170,12 +170,14 @@ def main(argv=None) -> int:
 
 
 def _generate(args) -> int:
-    from training.synthetic import GenerateConfig, generate, write_examples
+    from training.synthetic import GenerateConfig, check_trainable, generate, write_examples
 
     if args.examples:
         print("\n".join(str(p) for p in write_examples(Path(args.out))))
         return 0
-    counts = generate(GenerateConfig(Path(args.out), args.seed, args.per_texture_good, args.per_texture_defective))
+    config = GenerateConfig(Path(args.out), args.seed, args.per_texture_good, args.per_texture_defective)
+    check_trainable(config)
+    counts = generate(config)
     print(json.dumps(counts))
     return 0
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import shutil
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -168,13 +169,41 @@ class GenerateConfig:
     textures: tuple[str, ...] = TEXTURES
 
 
+# `train` needs ten images of each class after holding out its default validation share.
+MIN_TRAIN_PER_CLASS = 12
+
+
+def check_trainable(config: GenerateConfig) -> None:
+    """Refuse counts that would write a dataset `train` refuses (the CLI checks this first)."""
+    for name, count in (("good", config.per_texture_good), ("defective", config.per_texture_defective)):
+        in_train = len(config.textures) * (count - int(round(count * config.test_fraction)))
+        if in_train < MIN_TRAIN_PER_CLASS:
+            raise ValueError(
+                f"--per-texture-{name} {count} gives {in_train} {name} training image(s) over {len(config.textures)} "
+                f"texture(s); train needs at least {MIN_TRAIN_PER_CLASS}: ask for more"
+            )
+
+
+def _clear(out: Path) -> None:
+    """Make room: a dataset this generator wrote earlier is replaced whole (no stale images are
+    left among the new ones); a folder holding anything else is refused."""
+    if not out.exists():
+        return
+    if not out.is_dir() or (any(out.iterdir()) and not (out / "train" / "metadata.csv").is_file()):
+        raise FileExistsError(f"{out} exists and holds something other than a generated dataset: choose another --out")
+    for split in ("train", "test"):
+        shutil.rmtree(out / split, ignore_errors=True)
+
+
 def generate(config: GenerateConfig) -> dict[str, dict[str, int]]:
-    """Write the dataset and return its counts per split and class."""
+    """Write the dataset (replacing one generated there before) and return its counts per split and class."""
     out = Path(config.out)
+    unknown = [t for t in config.textures if t not in TEXTURES]
+    if unknown:
+        raise ValueError(f"unknown texture(s) {', '.join(map(repr, unknown))}; choose from {', '.join(TEXTURES)}")
+    _clear(out)
     jobs = []
     for t_index, texture in enumerate(config.textures):
-        if texture not in TEXTURES:
-            raise ValueError(f"unknown texture {texture!r}; choose from {', '.join(TEXTURES)}")
         for defective, count in ((True, config.per_texture_defective), (False, config.per_texture_good)):
             n_test = int(round(count * config.test_fraction))
             for i in range(count):
