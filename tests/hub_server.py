@@ -63,12 +63,14 @@ class Repo:
 
 @dataclass
 class Fault:
-    """Make the next matching request fail: `status` (401, 404, 500) or `stall` seconds."""
+    """Make the next matching request fail: `status` (401, 404, 500) or `stall` seconds; `skip`
+    lets that many matching requests through first."""
 
     on: str  # "whoami", "create", "preupload", "commit", "info", "resolve"
     status: int | None = None
     stall: float = 0.0
     times: int = 1
+    skip: int = 0
 
 
 class HubServer:
@@ -102,7 +104,9 @@ class HubServer:
 
     def _fault(self, kind: str):
         for fault in self.faults:
-            if fault.on == kind and fault.times > 0:
+            if fault.on == kind and fault.skip > 0:
+                fault.skip -= 1
+            elif fault.on == kind and fault.times > 0:
                 fault.times -= 1
                 if fault.stall:
                     time.sleep(fault.stall)

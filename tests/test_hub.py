@@ -92,6 +92,56 @@ def test_timeout_mid_commit_is_reported_and_commits_nothing(trained, hub, hf_tok
     assert "model.weights.h5" not in hub.repos[("model", "tester/stalled")].head["files"]
 
 
+def test_a_stalled_hub_is_given_up_with_a_clear_message(trained, hub, hf_token):
+    """A Hub that stops answering mid-commit (no error, no reply) ends the push after the timeout."""
+    out, _ = trained
+    hub.faults.append(Fault("commit", stall=60.0, times=99))
+    script = (
+        "import sys\n"
+        "from training.publish import PublishError, push_model\n"
+        "try:\n    push_model(sys.argv[1], 'tester/silent')\n"
+        "except PublishError as err:\n    print(err)\n    sys.exit(3)\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(out / "model")], capture_output=True, text=True, timeout=600,
+        env={**__import__("os").environ, "DEFECT_HUB_TIMEOUT": "2"},
+    )
+    hub.faults.clear()
+    assert run.returncode == 3, run.stderr[-2000:]
+    assert "did not answer for 2 s" in run.stdout and "nothing was committed" in run.stdout
+    assert "model.weights.h5" not in hub.repos[("model", "tester/silent")].head["files"]
+
+
+def test_only_model_files_are_published_without_local_paths_or_local_changes(trained, hub, hf_token, tmp_path):
+    import shutil
+
+    out, _ = trained
+    folder = tmp_path / "model"
+    shutil.copytree(out / "model", folder)
+    (folder / ".env").write_text("HF_TOKEN=hf_secret\n")
+    (folder / "notes.txt").write_text("private notes")
+    card_before = (folder / "README.md").read_bytes()
+    push_model(folder, "tester/clean", dataset_repo="tester/surfaces-data")
+    files = hub.files("model", "tester/clean")
+    assert ".env" not in files and "notes.txt" not in files
+    assert {"model.weights.h5", "defect_config.json", "README.md", "handler.py", "defect_inference/classifier.py"} <= set(files)
+    settings = json.loads(files["defect_config.json"])["training_config"]
+    assert settings["data"] == "tester/surfaces-data" and settings["out"] == out.name
+    assert str(tmp_path) not in files["README.md"].decode() and str(out) not in files["defect_config.json"].decode()
+    assert (folder / "README.md").read_bytes() == card_before  # the local folder is not rewritten
+
+
+def test_a_dataset_push_that_fails_halfway_says_what_is_published(tiny_data, hub, hf_token):
+    from training.publish import push_dataset
+
+    hub.faults.append(Fault("commit", status=500, skip=1))
+    with pytest.raises(PublishError) as err:
+        push_dataset(tiny_data, "tester/half")
+    hub.faults.clear()
+    assert "data files ARE published" in str(err.value) and "nothing was committed" not in str(err.value)
+    assert any(name.endswith(".parquet") for name in hub.files("dataset", "tester/half"))
+
+
 def test_missing_token_and_incomplete_folder_are_refused_before_upload(trained, hub, tmp_path, monkeypatch):
     out, _ = trained
     monkeypatch.delenv("HF_TOKEN", raising=False)

@@ -2,21 +2,39 @@
 
 `upload_folder` sends every file in a single commit, so a failure leaves the repo as it was; a
 second push of an unchanged folder is a no-op (the client skips files whose hash the Hub already
-has). Every Hub failure becomes a `PublishError` that names the cause and the fix. The token comes
-from HF_TOKEN or the standard login cache and is never printed or written anywhere.
+has). Only the files a model folder is made of are sent (a stray `.env` stays home), from a staged
+copy whose settings name no local path; the local folder is not changed. Every Hub failure becomes
+a `PublishError` that names the cause and the fix; a Hub that stops answering is given up after
+HUB_TIMEOUT seconds of silence. The token comes from HF_TOKEN or the standard login cache and is
+never printed or written anywhere.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path
 
 from defect_inference import CONFIG_FILE
-from defect_inference.model_folder import KERAS_FILES
+from defect_inference.model_folder import KERAS_FILES, is_hub_repo_id
 
 REQUIRED_MODEL_FILES = (
     *KERAS_FILES, CONFIG_FILE, "metrics.json", "handler.py",
     "defect_inference/__init__.py", "saved_model.pb", "keras_metadata.pb", "roc_curve.png", "confusion_matrix.png",
 )
+
+
+# What a model folder is made of (`export` writes it); anything else in the folder is not published.
+MODEL_FOLDER_FILES = (
+    *KERAS_FILES, CONFIG_FILE, "metrics.json", "handler.py", "requirements.txt", "README.md",
+    "saved_model.pb", "keras_metadata.pb", "fingerprint.pb", "variables/*", "assets/*", "defect_inference/*.py",
+    "*.png",
+)
+# Seconds of silence from the Hub within one request before a push gives up; DEFECT_HUB_TIMEOUT overrides it.
+HUB_TIMEOUT = 120.0
 
 
 class PublishError(RuntimeError):
@@ -54,12 +72,38 @@ def _explain(err: Exception, action: str) -> PublishError:
         )
     if isinstance(err, HfHubHTTPError) and status is not None and status >= 500:
         return PublishError(f"{action}: the Hub failed ({status}); nothing was committed, try again later")
+    if "Timeout" in type(err).__name__:
+        return PublishError(
+            f"{action}: the Hub at {constants.ENDPOINT} did not answer for {hub_timeout():.0f} s ({type(err).__name__}); "
+            "nothing was committed. Try again later, or raise DEFECT_HUB_TIMEOUT on a slow connection"
+        )
     if type(err).__module__.split(".")[0].startswith("httpx") or isinstance(err, (TimeoutError, ConnectionError)):
         return PublishError(
             f"{action}: cannot reach the Hub at {constants.ENDPOINT} ({type(err).__name__}). Check the network "
             "(or HF_ENDPOINT); nothing was committed"
         )
     return PublishError(f"{action}: {type(err).__name__}: {err}")
+
+
+def hub_timeout() -> float:
+    return float(os.environ.get("DEFECT_HUB_TIMEOUT") or HUB_TIMEOUT)
+
+
+@contextmanager
+def timed_hub_session():
+    """huggingface_hub's shared HTTP client, with a timeout on every read and write while inside
+    (its default waits for ever)."""
+    import httpx2
+    from huggingface_hub.utils import _http
+
+    previous = _http._GLOBAL_CLIENT_FACTORY
+    _http.set_client_factory(lambda: httpx2.Client(
+        event_hooks={"request": [_http.hf_request_event_hook]}, follow_redirects=True, timeout=hub_timeout(),
+    ))
+    try:
+        yield
+    finally:
+        _http.set_client_factory(previous)
 
 
 def check_token(token: str | None = None) -> str:
@@ -83,32 +127,55 @@ def push_folder(
     commit_message: str = "Upload with defect-classifier push",
     token: str | None = None,
     space_sdk: str | None = None,
+    allow_patterns: tuple[str, ...] | None = None,
 ) -> str:
-    """Upload `folder` as one commit to `repo_id` (created if needed); return the commit URL."""
+    """Upload `folder` (only the files `allow_patterns` match, when given) as one commit to
+    `repo_id` (created if needed); return the commit URL."""
     from huggingface_hub import HfApi
 
     check_token(token)
     api = HfApi(token=token)
     try:
-        api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, space_sdk=space_sdk)
-        if revision:
-            api.create_branch(repo_id, repo_type=repo_type, branch=revision, exist_ok=True)
-        info = api.upload_folder(
-            folder_path=str(folder), repo_id=repo_id, repo_type=repo_type, revision=revision,
-            commit_message=commit_message, ignore_patterns=["__pycache__/*", "*.pyc", "*.pyi"],
-        )
+        with timed_hub_session():
+            api.create_repo(repo_id, repo_type=repo_type, private=private, exist_ok=True, space_sdk=space_sdk)
+            if revision:
+                api.create_branch(repo_id, repo_type=repo_type, branch=revision, exist_ok=True)
+            info = api.upload_folder(
+                folder_path=str(folder), repo_id=repo_id, repo_type=repo_type, revision=revision,
+                commit_message=commit_message, allow_patterns=list(allow_patterns) if allow_patterns else None,
+                ignore_patterns=["__pycache__/*", "*.pyc", "*.pyi"],
+            )
     except Exception as err:  # noqa: BLE001
-        raise _explain(err, f"pushing {folder} to {repo_id}") from None
+        raise _explain(err, f"pushing {Path(folder).name} to {repo_id}") from None
     return info.commit_url
 
 
 def push_model(model_dir, repo_id: str, dataset_repo: str | None = None, **kwargs) -> str:
-    """Push a model folder; its card is first re-rendered to name this repo and dataset."""
+    """Push a model folder's own files from a staged copy: its settings name the dataset repo (or
+    the data folder's name) instead of local paths, and its card names this repo and dataset."""
     from training.card import render_model_card
 
     model_dir = check_model_folder(model_dir)
-    render_model_card(model_dir, repo_id=repo_id, dataset_repo=dataset_repo)
-    return push_folder(model_dir, repo_id, repo_type="model", **kwargs)
+    with tempfile.TemporaryDirectory(prefix="defect_push_") as tmp:
+        staged = Path(tmp) / model_dir.name
+        shutil.copytree(model_dir, staged, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        without_local_paths(staged / CONFIG_FILE, dataset_repo)
+        render_model_card(staged, repo_id=repo_id, dataset_repo=dataset_repo)
+        return push_folder(staged, repo_id, repo_type="model", allow_patterns=MODEL_FOLDER_FILES, **kwargs)
+
+
+def without_local_paths(config_file: Path, dataset_repo: str | None) -> None:
+    """Rewrite a model's saved settings so `data` and `out` name no folder of this machine: the
+    data becomes the dataset repo (or stays a Hub id it already was, else the folder's name), the
+    run folder its name."""
+    values = json.loads(config_file.read_text())
+    settings = values.get("training_config", {})
+    if "data" in settings:
+        data = str(settings["data"])
+        settings["data"] = dataset_repo or (data if is_hub_repo_id(data) else Path(data).name)
+    if "out" in settings:
+        settings["out"] = Path(str(settings["out"])).name
+    config_file.write_text(json.dumps(values, indent=2))
 
 
 def push_dataset(data_dir, repo_id: str, private: bool = False, token: str | None = None) -> str:
@@ -123,18 +190,28 @@ def push_dataset(data_dir, repo_id: str, private: bool = False, token: str | Non
     if not isinstance(ds["train"].features.get("label"), datasets.ClassLabel):
         ds = ds.cast_column("label", datasets.ClassLabel(names=list(CLASS_NAMES)))
     examples = pick_examples(data_dir)
+    # `datasets` commits the data itself; the card and examples are a second commit. If that one
+    # fails, the message says what is already published instead of "nothing was committed".
     try:
-        ds.push_to_hub(repo_id, private=private, token=token, commit_message="Upload with defect-classifier push")
-        card = _dataset_card(repo_id, ds, token)
-        operations = [CommitOperationAdd("README.md", str(card).encode())] + [
-            CommitOperationAdd(f"{EXAMPLES_FOLDER}/{name}", data) for name, data in examples
-        ]
-        info = HfApi(token=token).create_commit(
-            repo_id, operations, repo_type="dataset", commit_message="Dataset card and the Space's example images"
-        ).commit_url
+        with timed_hub_session():
+            ds.push_to_hub(repo_id, private=private, token=token, commit_message="Upload with defect-classifier push")
     except Exception as err:  # noqa: BLE001
-        raise _explain(err, f"pushing the dataset {data_dir} to {repo_id}") from None
-    return info
+        raise _explain(err, f"pushing the dataset {Path(data_dir).name} to {repo_id}") from None
+    try:
+        with timed_hub_session():
+            card = _dataset_card(repo_id, ds, token)
+            operations = [CommitOperationAdd("README.md", str(card).encode())] + [
+                CommitOperationAdd(f"{EXAMPLES_FOLDER}/{name}", data) for name, data in examples
+            ]
+            return HfApi(token=token).create_commit(
+                repo_id, operations, repo_type="dataset", commit_message="Dataset card and the Space's example images"
+            ).commit_url
+    except Exception as err:  # noqa: BLE001
+        explained = str(_explain(err, f"pushing the card and examples of {repo_id}")).replace("nothing was committed", "that commit was not made")
+        raise PublishError(
+            f"{explained}. The data files ARE published in {repo_id} (without the card and the Space's examples): "
+            "push the dataset again to add them"
+        ) from None
 
 
 EXAMPLES_FOLDER = "examples"
@@ -205,9 +282,6 @@ def push_space(
     if the variable is not set, so the commit alone is enough to run. With a dataset repo, the
     app shows that repo's `examples/` images.
     """
-    import shutil
-    import tempfile
-
     from huggingface_hub import HfApi, SpaceCardData
     from huggingface_hub.repocard import RepoCard
 
