@@ -73,19 +73,25 @@ def test_server_faults_give_a_clear_error_and_no_partial_commit(trained, hub, hf
     hub.faults.clear()
 
 
-def test_timeout_mid_commit_is_reported_and_commits_nothing(trained, hub, hf_token):
-    out, _ = trained
-    hub.faults.append(Fault("commit", stall=8.0, status=500, times=99))
+def _push_in_a_process(model_dir, repo_id: str, **env) -> subprocess.CompletedProcess:
+    """push_model in a fresh process (so a stalled push cannot hang the tests); exit 3 and the
+    message on stdout for a PublishError."""
     script = (
         "import sys\n"
         "from training.publish import PublishError, push_model\n"
-        "try:\n    push_model(sys.argv[1], 'tester/stalled')\n"
+        "try:\n    push_model(sys.argv[1], sys.argv[2])\n"
         "except PublishError as err:\n    print(err)\n    sys.exit(3)\n"
     )
-    run = subprocess.run(
-        [sys.executable, "-c", script, str(out / "model")], capture_output=True, text=True, timeout=300,
-        env={**__import__("os").environ, "HF_HUB_ETAG_TIMEOUT": "2", "HF_HUB_DOWNLOAD_TIMEOUT": "2"},
+    return subprocess.run(
+        [sys.executable, "-c", script, str(model_dir), repo_id], capture_output=True, text=True, timeout=600,
+        env={**__import__("os").environ, **env},
     )
+
+
+def test_timeout_mid_commit_is_reported_and_commits_nothing(trained, hub, hf_token):
+    out, _ = trained
+    hub.faults.append(Fault("commit", stall=8.0, status=500, times=99))
+    run = _push_in_a_process(out / "model", "tester/stalled", HF_HUB_ETAG_TIMEOUT="2", HF_HUB_DOWNLOAD_TIMEOUT="2")
     hub.faults.clear()
     assert run.returncode == 3, run.stderr[-2000:]
     assert "nothing was committed" in run.stdout
@@ -96,16 +102,7 @@ def test_a_stalled_hub_is_given_up_with_a_clear_message(trained, hub, hf_token):
     """A Hub that stops answering mid-commit (no error, no reply) ends the push after the timeout."""
     out, _ = trained
     hub.faults.append(Fault("commit", stall=60.0, times=99))
-    script = (
-        "import sys\n"
-        "from training.publish import PublishError, push_model\n"
-        "try:\n    push_model(sys.argv[1], 'tester/silent')\n"
-        "except PublishError as err:\n    print(err)\n    sys.exit(3)\n"
-    )
-    run = subprocess.run(
-        [sys.executable, "-c", script, str(out / "model")], capture_output=True, text=True, timeout=600,
-        env={**__import__("os").environ, "DEFECT_HUB_TIMEOUT": "2"},
-    )
+    run = _push_in_a_process(out / "model", "tester/silent", DEFECT_HUB_TIMEOUT="2")
     hub.faults.clear()
     assert run.returncode == 3, run.stderr[-2000:]
     assert "did not answer for 2 s" in run.stdout and "nothing was committed" in run.stdout
