@@ -172,6 +172,21 @@ def test_odd_images_are_classified_and_boxes_stay_inside(served, tmp_path, make)
     assert shown.size == image.size  # the overlay (and any box) is in the original pixels
 
 
+def test_an_image_wider_than_webp_allows_gets_an_overlay_at_display_size(served, tmp_path):
+    """WebP, the overlay's format, stops at 16,383 px a side; the overlay is drawn at display size."""
+    from gradio_client import Client
+    from PIL import Image
+
+    from space.app import DISPLAY_SIDE
+
+    url, _ = served
+    wide = tmp_path / "wide.png"
+    Image.new("L", (17000, 300), 120).save(wide)
+    label, overlay, verdict = _upload(Client(url, verbose=False), wide)
+    assert label["label"] in ("defects", "no_defects") and "P(defects)" in verdict
+    assert Image.open(overlay).size == (DISPLAY_SIDE, round(300 * DISPLAY_SIDE / 17000))
+
+
 def test_huge_image_and_empty_submit_get_clear_errors_and_the_app_keeps_serving(served, tmp_path):
     from gradio_client import Client
     from PIL import Image

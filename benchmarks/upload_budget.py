@@ -1,0 +1,81 @@
+"""What the largest legal uploads cost the Space: a zip bomb of zero-filled members and a 64-MP photograph.
+
+Each case runs the Space's own path (`expand_uploads` + `predict_rows` for the zip; `read_image`,
+`DefectClassifier.predict` and the display overlay for the image) in a fresh process, so its peak
+memory (ru_maxrss) is its own. Targets (issue 18): the 2.6-MB zip of 40 members adds < 300 MB; the
+64-MP image answers in <= 3 s with < 500 MB extra.
+
+    .venv/bin/python benchmarks/upload_budget.py --model runs/demo/model
+
+The last line holds both cases as ratios to their budgets (below 1 is within budget).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CASE = """
+import json, os, resource, sys, time, zipfile
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+sys.path.insert(0, {root!r})
+import numpy as np
+from PIL import Image
+from space.app import MAX_ZIP_MEMBER_BYTES, expand_uploads, overlay
+from defect_inference import DefectClassifier, predict_rows, read_image
+classifier = DefectClassifier({model!r}); classifier.warm_up()
+case, path = {case!r}, {path!r}
+if case == "zip":
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for i in range(40):
+            z.writestr(f"zeros{{i}}.png", bytes(MAX_ZIP_MEMBER_BYTES - 1))
+else:
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (1000, 1000, 3), dtype=np.uint8)
+    Image.fromarray(base).resize((8000, 8000), Image.BILINEAR).save(path, quality=90)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+started = time.perf_counter()
+if case == "zip":
+    rows = list(predict_rows(classifier, expand_uploads([path])))
+    detail = f"{{os.path.getsize(path) / 1e6:.1f}}-MB zip, {{sum(bool(r['error']) for r in rows)}} of {{len(rows)}} rows are errors"
+else:
+    image = read_image(path)
+    result = classifier.predict([image])[0]
+    overlay(image, result)
+    detail = f"8000x8000 JPEG ({{os.path.getsize(path) / 1e6:.1f}} MB), {{result.label}}"
+seconds = time.perf_counter() - started
+print(json.dumps({{"added_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 - before, "seconds": seconds, "detail": detail}}))
+"""
+
+
+def run_case(model: str, case: str, folder: Path) -> dict:
+    path = str(folder / ("bomb.zip" if case == "zip" else "frame.jpg"))
+    code = CASE.format(root=str(ROOT), model=model, case=case, path=path)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="runs/demo/model")
+    args = parser.parse_args()
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    with tempfile.TemporaryDirectory() as tmp:
+        zipped = run_case(args.model, "zip", Path(tmp))
+        frame = run_case(args.model, "image", Path(tmp))
+    print(f"zip bomb: {zipped['detail']}: +{zipped['added_mb']:.0f} MB in {zipped['seconds']:.1f} s (budget 300 MB)")
+    print(f"64-MP image: {frame['detail']}: +{frame['added_mb']:.0f} MB in {frame['seconds']:.1f} s (budget 500 MB, 3 s)")
+    print(
+        f"budget ratios: zip memory {zipped['added_mb'] / 300:.2f}, 64-MP memory {frame['added_mb'] / 500:.2f}, "
+        f"64-MP time {frame['seconds'] / 3:.2f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
