@@ -183,11 +183,14 @@ def test_a_mask_is_the_defect_target_cell_by_cell(tmp_path):
     assert set(rows) == {12, 13} and cols.min() == 1 and cols.max() == 30 and known[0] == 1
     assert len(centres[0]) == len(rows) and np.all(centres[0] % STRIDE == STRIDE // 2)
 
+    from training.data import check_readable
+
     good = Sample(str(tmp_path / "a.png"), False, mask=str(tmp_path / "a_mask.png"))
     Image.fromarray(mask[:50]).save(tmp_path / "small_mask.png")
     small = Sample(str(tmp_path / "a.png"), True, mask=str(tmp_path / "small_mask.png"))
-    with pytest.raises(DataError, match="2 mask.*no_defects.*|2 mask") as err:
-        defect_targets([good, small], np.array([[100, 200]] * 2), 256)
+    check_readable([sample])
+    with pytest.raises(DataError, match="2 image.s. or mask.s. cannot be used") as err:
+        check_readable([good, small, sample])
     assert "labelled no_defects" in str(err.value) and "200x50 px, the image 200x100" in str(err.value)
 
 

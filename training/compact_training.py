@@ -18,11 +18,10 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from defect_inference import ImageError
 from training.augment import jitter_gamma, jittered_region, paste_anomaly, random_orientation, resize_crop
 from training.backbones import Backbone, fit_verbosity, register
 from training.config import TrainConfig
-from training.data import DataError, Sample, class_weights, decode_images, read_mask
+from training.data import Sample, class_weights, decode_images, read_mask
 from training.devices import compiled_call, resolve_precision
 from training.model import OUTPUT_LAYER, STRIDE, CompactModels, as_float32, build_compact
 
@@ -31,45 +30,34 @@ log = logging.getLogger(__name__)
 
 def defect_targets(samples: list[Sample], shapes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """Stride-8 target maps, whether each image has a usable one, and where its crops may centre
-    (working pixels); `shapes` are the images' (height, width) on disk.
+    (working pixels); `shapes` are the images' (height, width) on disk, and the masks were checked
+    against them (`data.check_readable`, before training).
 
     A pixel mask marks every cell that holds one of its pixels (a thin crack covers part of a cell,
     and averaging would teach that cracks deserve part of a peak) and lets crops centre on any of
     them; an ellipse, the weak label, marks the cells whose centres it holds and centres crops on
     itself. A defective image without either trains the decision only (its crops centre where the
-    model sees its defect). Every mask that does not fit its image is listed in one error.
+    model sees its defect).
     """
     grid = size // STRIDE
     masks = np.zeros((len(samples), grid, grid), np.float32)
     known = np.ones(len(samples), np.float32)
     centres = [np.zeros((1, 2), np.float32)] * len(samples)
-    errors = []
     for i, (sample, shape) in enumerate(zip(samples, shapes)):
+        if not sample.defective:
+            continue
         scale = size / shape
         if sample.mask is not None:
-            try:
-                pixels = read_mask(sample.mask)
-            except ImageError as err:
-                errors.append(f"  {sample.name}: its mask cannot be read ({err})")
-                continue
-            if pixels.shape != tuple(shape):
-                errors.append(f"  {sample.name}: its mask is {pixels.shape[1]}x{pixels.shape[0]} px, the image {shape[1]}x{shape[0]}")
-            elif not sample.defective and pixels.any():
-                errors.append(f"  {sample.name}: labelled no_defects, but its mask marks defect pixels")
-            elif sample.defective:
-                ys, xs = np.nonzero(pixels)
-                cells = np.unique(np.stack([(ys + 0.5) * scale[0], (xs + 0.5) * scale[1]], 1).astype(np.int64) // STRIDE, axis=0)
-                masks[i, cells[:, 0], cells[:, 1]] = 1.0
-                known[i] = float(len(cells) > 0)
-                centres[i] = (cells * STRIDE + STRIDE // 2).astype(np.float32) if len(cells) else centres[i]
-        elif sample.defective:
-            if sample.ellipse is None:
-                known[i] = 0.0
-            else:
-                masks[i] = sample.ellipse.mask(grid, grid, scale=(STRIDE / scale[0], STRIDE / scale[1]))
-                centres[i] = np.array([[sample.ellipse.cy * scale[0], sample.ellipse.cx * scale[1]]], np.float32)
-    if errors:
-        raise DataError(f"{len(errors)} mask(s) do not fit their images; fix or remove them:\n" + "\n".join(errors))
+            ys, xs = np.nonzero(read_mask(sample.mask))
+            cells = np.unique(np.stack([(ys + 0.5) * scale[0], (xs + 0.5) * scale[1]], 1).astype(np.int64) // STRIDE, axis=0)
+            masks[i, cells[:, 0], cells[:, 1]] = 1.0
+            known[i] = float(len(cells) > 0)
+            centres[i] = (cells * STRIDE + STRIDE // 2).astype(np.float32) if len(cells) else centres[i]
+        elif sample.ellipse is None:
+            known[i] = 0.0
+        else:
+            masks[i] = sample.ellipse.mask(grid, grid, scale=(STRIDE / scale[0], STRIDE / scale[1]))
+            centres[i] = np.array([[sample.ellipse.cy * scale[0], sample.ellipse.cx * scale[1]]], np.float32)
     return masks, known, centres
 
 

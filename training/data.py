@@ -518,6 +518,8 @@ def check_readable(samples: list[Sample]) -> None:
                 return f"  {sample.name}: its mask cannot be read ({err})"
             if mask.shape != shape:
                 return f"  {sample.name}: its mask is {mask.shape[1]}x{mask.shape[0]} px, the image {shape[1]}x{shape[0]}"
+            if not sample.defective and mask.any():
+                return f"  {sample.name}: labelled no_defects, but its mask marks defect pixels"
         return None
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:

@@ -84,26 +84,25 @@ def predict_samples(classifier: DefectClassifier, samples: list[Sample], batch_s
 BOX_AREA_LIMIT = 4.0
 
 
-def box_on_defect(sample: Sample, box) -> bool:
-    """Whether a detected defect's box points at the labelled defect: against a pixel mask, the
-    box holds mask pixels and is at most BOX_AREA_LIMIT times the mask's bounding box; against an
-    ellipse (a weak label), the box centre lies inside it."""
+def box_on_defect(sample: Sample, box) -> bool | None:
+    """Whether a detected defect's box points at the labelled defect, None where nothing is
+    located: against a pixel mask, the box holds mask pixels and is at most BOX_AREA_LIMIT times
+    the mask's bounding box; against an ellipse (a weak label), the box centre lies inside it."""
     x0, y0, x1, y1 = box
     if sample.mask is None:
-        return bool(sample.ellipse.contains((x0 + x1) / 2, (y0 + y1) / 2))
+        return None if sample.ellipse is None else bool(sample.ellipse.contains((x0 + x1) / 2, (y0 + y1) / 2))
     mask = read_mask(sample.mask)
     ys, xs = np.nonzero(mask)
+    if len(xs) == 0:
+        return None
     bound = (xs.max() - xs.min() + 1) * (ys.max() - ys.min() + 1)
     return bool(mask[y0:y1, x0:x1].any()) and (x1 - x0) * (y1 - y0) <= BOX_AREA_LIMIT * bound
 
 
 def box_hit_rate(samples: list[Sample], results: list[Prediction]) -> tuple[float | None, int]:
     """Share of detected, located defects (mask or ellipse) whose box is on the defect."""
-    hits = [
-        box_on_defect(s, r.box)
-        for s, r in zip(samples, results)
-        if s.defective and r.box is not None and (s.ellipse is not None or (s.mask is not None and read_mask(s.mask).any()))
-    ]
+    judged = [box_on_defect(s, r.box) for s, r in zip(samples, results) if s.defective and r.box is not None]
+    hits = [hit for hit in judged if hit is not None]
     return (float(np.mean(hits)) if hits else None), len(hits)
 
 
