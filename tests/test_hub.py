@@ -170,31 +170,6 @@ def test_model_card_yaml_parses_and_holds_the_metrics(trained, hub, hf_token):
     assert "roc_curve.png" in card.text and "roc_curve.png" in hub.files("model", "tester/carded")
 
 
-def test_endpoint_handler_on_bytes_base64_and_pil(trained, tiny_data, tmp_path):
-    import base64
-    import importlib.util
-    import shutil
-
-    from PIL import Image
-
-    out, _ = trained
-    folder = tmp_path / "repo"
-    shutil.copytree(out / "model", folder)
-    spec = importlib.util.spec_from_file_location("handler_under_test", folder / "handler.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    handler = module.EndpointHandler(str(folder))
-    path = sorted((tiny_data / "test" / "defects").glob("*.png"))[0]
-    expected = DefectClassifier(out / "model").predict([read_image(path)])[0]
-    raw = path.read_bytes()
-    for inputs in (raw, base64.b64encode(raw).decode(), Image.open(path)):
-        answer = handler({"inputs": inputs})
-        assert [a["label"] for a in answer][0] == expected.label
-        scores = {a["label"]: a["score"] for a in answer}
-        assert scores["defects"] == pytest.approx(expected.p_defects, abs=1e-5)
-        assert scores["defects"] + scores["no_defects"] == pytest.approx(1.0)
-
-
 def test_dataset_push_and_load_dataset_round_trip(tiny_data, hub, hf_token):
     import datasets
 

@@ -177,10 +177,10 @@ def test_the_handler_takes_an_operating_point_in_its_parameters(trained):
     handler = module.EndpointHandler(str(out / "model"))
     path, _ = _flipping_example(handler.classifier)
     data = path.read_bytes()
-    verdict = lambda **parameters: handler({"inputs": data, "parameters": parameters})[0]["label"]  # noqa: E731
+    verdict = lambda **parameters: handler({"inputs": data, "parameters": parameters})[0]["verdict"]  # noqa: E731
     assert verdict(operating_point="recall=0.99") == "defects" and verdict(operating_point="false-alarms=0.01") == "no_defects"
     assert verdict(threshold=0.0) == "defects" and verdict(threshold=1.0) == "no_defects"
-    assert handler({"inputs": data})[0]["label"] == handler.classifier.predict([read_image(path)])[0].label
+    assert handler({"inputs": data})[0]["verdict"] == handler.classifier.predict([read_image(path)])[0].label
 
 
 def test_a_curve_of_saturated_scores_round_trips():
