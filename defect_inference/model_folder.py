@@ -26,6 +26,7 @@ from defect_inference.operating_point import OperatingCurve, Request
 
 CONFIG_FILE = "defect_config.json"
 KERAS_FILES = ("config.json", "metadata.json", "model.weights.h5")
+SAVEDMODEL_FILES = (CONFIG_FILE, "saved_model.pb", "keras_metadata.pb", "fingerprint.pb", "variables/*", "assets/*")
 HEATMAP_LAYER = "seg_logits"
 SCHEMA_VERSION = 3
 
@@ -187,4 +188,9 @@ def resolve_model_dir(model_id: str | os.PathLike) -> Path:
     from huggingface_hub import snapshot_download
 
     repo_id, _, revision = text.removeprefix(HUB_SCHEME).partition("@")
-    return Path(snapshot_download(repo_id=repo_id, revision=revision or None))
+    # Only what loading needs (not the legacy twin, plots, logs or the bundled code): the Keras 3
+    # files, or for a TF-Hub model, which has none, its SavedModel.
+    folder = Path(snapshot_download(repo_id=repo_id, revision=revision or None, allow_patterns=[CONFIG_FILE, *KERAS_FILES]))
+    if not (folder / KERAS_FILES[0]).is_file():
+        folder = Path(snapshot_download(repo_id=repo_id, revision=revision or None, allow_patterns=list(SAVEDMODEL_FILES)))
+    return folder

@@ -276,7 +276,8 @@ def configured_model_id() -> str | None:
 
 def example_files(dataset_id: str | None) -> tuple[list[str], str]:
     """(example image paths, where they come from): the dataset repo's `examples/` when it is
-    reachable, else the bundled `examples/`. Downloads land in the Hub cache, so a restart
+    reachable, else this Space's own `examples/` (which `push-space` fills with images that fit
+    its model, or leaves empty). Downloads land in the Hub cache, so a restart
     does not fetch them again."""
     if dataset_id:
         from huggingface_hub import snapshot_download
@@ -286,9 +287,9 @@ def example_files(dataset_id: str | None) -> tuple[list[str], str]:
             found = sorted(str(p) for p in (folder / "examples").glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
             if found:
                 return found, f"dataset {dataset_id}"
-            log.warning("%s has no examples/ folder: showing the bundled examples", dataset_id)
+            log.warning("%s has no examples/ folder: showing this Space's own", dataset_id)
         except Exception as err:  # noqa: BLE001 - offline, private or missing: the Space still starts
-            log.warning("cannot fetch examples from %s (%s): showing the bundled ones", dataset_id, type(err).__name__)
+            log.warning("cannot fetch examples from %s (%s): showing this Space's own", dataset_id, type(err).__name__)
     return sorted(str(p) for p in EXAMPLES_DIR.glob("*.png")), "bundled examples"
 
 

@@ -136,3 +136,15 @@ def test_train_refuses_broken_images_of_any_split_an_occupied_out_and_a_bad_repo
     with pytest.raises(SystemExit) as exit_status:
         main(["train", "--data", str(data), "--out", str(tmp_path / "other"), "--push-to-hub", "not a repo!"])
     assert exit_status.value.code == 2 and "'not a repo!' is not a Hub repo id" in capsys.readouterr().err
+
+
+def test_a_dataset_push_without_the_datas_licence_is_refused_before_training(tmp_path, capsys):
+    from training.cli import main
+
+    data = _dataset_with_a_broken_test_image(tmp_path / "data")  # refused before its images are even read
+    out = tmp_path / "run"
+    assert main(["train", "--data", str(data), "--out", str(out), "--dataset-repo", "tester/mine"]) == 2
+    assert "pass --license" in capsys.readouterr().err and not out.exists()
+    with pytest.raises(SystemExit) as exit_status:
+        main(["push", "--model", str(out), "--repo", "tester/x", "--license", "CC BY 4.0"])
+    assert exit_status.value.code == 2 and "is not a Hub licence id" in capsys.readouterr().err

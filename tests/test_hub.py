@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -13,6 +14,9 @@ import pytest
 from defect_inference import DefectClassifier, read_image
 from tests.hub_server import Fault
 from training.publish import PublishError, push_model
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACE_DIR = ROOT / "space"
 
 
 def _images(tiny_data, n=3):
@@ -189,6 +193,12 @@ def test_dataset_push_and_load_dataset_round_trip(tiny_data, hub, hf_token):
 
     samples = load_splits(loaded)["test"]
     assert {s.defect for s in samples if s.defective} and all(s.defect is None for s in samples if not s.defective)
+    by_id = load_splits("tester/surfaces")
+    for split, samples in load_splits(tiny_data).items():
+        remote = by_id[split]
+        assert [(s.defective, s.texture, s.defect) for s in remote] == [(s.defective, s.texture, s.defect) for s in samples]
+        assert [s.ellipse for s in remote] == [s.ellipse for s in samples]
+        np.testing.assert_array_equal(np.asarray(remote[0].image.convert("L")), np.asarray(read_image(samples[0].image))[..., 0])
 
 
 def test_space_shows_the_dataset_repos_examples_and_falls_back_to_its_own(tiny_data, hub, hf_token):
@@ -211,13 +221,14 @@ def test_space_shows_the_dataset_repos_examples_and_falls_back_to_its_own(tiny_d
         hub.faults.clear()
 
 
-def test_push_space_uploads_the_folder_and_names_the_model(hub, hf_token, tmp_path):
+def test_push_space_uploads_the_folder_and_names_the_model(trained, hub, hf_token, tmp_path):
     from huggingface_hub import RepoCard
 
     from training.publish import push_space
 
-    space_dir = __import__("pathlib").Path(__file__).resolve().parents[1] / "space"
-    url = push_space(space_dir, "tester/defect-space", "tester/surface-defects", dataset_repo="tester/surfaces")
+    out, _ = trained
+    push_model(out / "model", "tester/space-model")  # trained on generated data: the bundled examples fit it
+    url = push_space(SPACE_DIR, "tester/defect-space", "tester/space-model", dataset_repo="tester/surfaces")
     assert "/spaces/tester/defect-space/commit/" in url
     files = hub.files("space", "tester/defect-space")
     assert {"app.py", "defect_inference/__init__.py", "defect_inference/classifier.py", "requirements.txt", "README.md"} <= set(files)
@@ -226,9 +237,10 @@ def test_push_space_uploads_the_folder_and_names_the_model(hub, hf_token, tmp_pa
     readme = tmp_path / "README.md"
     readme.write_bytes(files["README.md"])
     data = RepoCard.load(readme).data.to_dict()
-    assert data["sdk"] == "gradio" and data["models"] == ["tester/surface-defects"] and data["app_file"] == "app.py"
-    assert data["datasets"] == ["tester/surfaces"]
-    assert hub.repos[("space", "tester/defect-space")].variables == {"MODEL_ID": "tester/surface-defects"}
+    assert data["sdk"] == "gradio" and data["models"] == ["tester/space-model"] and data["app_file"] == "app.py"
+    assert data["datasets"] == ["tester/surfaces"] and data["python_version"] == "3.11"
+    assert hub.repos[("space", "tester/defect-space")].variables == {"MODEL_ID": "tester/space-model"}
+    assert sorted(n for n in files if n.startswith("examples/")) == sorted(f"examples/{p.name}" for p in (SPACE_DIR / "examples").glob("*.png"))
 
 
 def test_train_with_push_checks_the_token_before_training(tiny_data, hub, tmp_path, monkeypatch):
@@ -243,20 +255,7 @@ def test_train_with_push_checks_the_token_before_training(tiny_data, hub, tmp_pa
     assert "hf_wrong_token_for_this_test_only" not in run.stderr + run.stdout
 
 
-def test_dataset_card_says_what_the_dataset_is(tiny_data, hub, hf_token, tmp_path):
-    from huggingface_hub import DatasetCard
-
-    from training.publish import push_dataset
-
-    push_dataset(tiny_data, "tester/surfaces-card")
-    card = DatasetCard(hub.files("dataset", "tester/surfaces-card")["README.md"].decode())
-    data = card.data.to_dict()
-    assert data["task_categories"] == ["image-classification"] and data["size_categories"] == ["n<1K"]
-    assert "dataset_info" in data or "configs" in data  # what push_to_hub wrote is kept
-    assert "train: 120" in card.text and "test: 40" in card.text
-
-
-LEGACY = __import__("pathlib").Path(__file__).resolve().parents[1] / ".venv-legacy"
+LEGACY = ROOT / ".venv-legacy"
 
 
 def test_legacy_from_pretrained_keras_gives_the_same_predictions(trained, tiny_data, hub, hf_token, tmp_path):

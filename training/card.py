@@ -16,6 +16,17 @@ from training.operating_curve import support_warning
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
 METRIC_NAMES = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "false_alarm_rate")
+# How the Hub shows each metric (`name` in the model-index).
+METRIC_TITLES = {
+    "accuracy": "Accuracy", "precision": "Precision (defects)", "recall": "Recall (defects)", "f1": "F1 (defects)",
+    "roc_auc": "ROC AUC", "pr_auc": "PR AUC (defects)", "false_alarm_rate": "False-alarm rate",
+}
+# Metrics that hang on the decision threshold carry it in `metric_args`; the AUCs do not.
+THRESHOLD_FREE = ("roc_auc", "pr_auc")
+UNKNOWN_LICENSE = "unknown"
+# The generated part of the card lies between these lines; on a push, what the repo's card holds
+# outside them (a section written on the Hub) is kept.
+BEGIN, END = "<!-- defect-classifier card: generated from here -->", "<!-- defect-classifier card: generated up to here -->"
 
 
 def split_summary(how: dict | None) -> str | None:
@@ -34,8 +45,20 @@ def split_summary(how: dict | None) -> str | None:
     return text + "."
 
 
-def render_model_card(model_dir, repo_id: str = "USER/NAME", dataset_repo: str | None = None) -> Path:
-    """Write model_dir/README.md from defect_config.json and metrics.json in that folder."""
+def model_license(metrics: dict, license: str | None) -> str:
+    """The licence given, else the project's own for a model trained on generated data; a model
+    trained on someone's data takes that data's terms, which only the user knows."""
+    from training.hub_dataset import GENERATED_LICENSE
+
+    return license or (GENERATED_LICENSE if (metrics.get("data") or {}).get("generated") else UNKNOWN_LICENSE)
+
+
+def render_model_card(
+    model_dir, repo_id: str = "USER/NAME", dataset_repo: str | None = None, license: str | None = None,
+    widget: list[dict] | None = None,
+) -> Path:
+    """Write model_dir/README.md from defect_config.json and metrics.json in that folder; `widget`
+    is the Hub's inference widget examples (`src`, `example_title`)."""
     from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
     model_dir = Path(model_dir)
@@ -46,15 +69,17 @@ def render_model_card(model_dir, repo_id: str = "USER/NAME", dataset_repo: str |
     results = [
         EvalResult(
             task_type="image-classification", dataset_type=dataset_repo or "imagefolder", dataset_name=dataset_name,
-            dataset_split="test", metric_type=name, metric_value=round(metrics[name], 4),
+            dataset_split="test", metric_type=name, metric_value=round(metrics[name], 4), metric_name=METRIC_TITLES[name],
+            metric_args=None if name in THRESHOLD_FREE else {"threshold": round(metrics["threshold"], 4)},
         )
         for name in METRIC_NAMES
         if metrics.get(name) is not None
     ]
     card_data = ModelCardData(
-        library_name="keras", pipeline_tag="image-classification", license="apache-2.0",
+        library_name="keras", pipeline_tag="image-classification", license=model_license(metrics, license),
         tags=["keras", "image-classification", "defect-detection", "surface-inspection", "dagm"],
         datasets=[dataset_repo] if dataset_repo else None, model_name=repo_id.split("/")[-1], eval_results=results,
+        widget=widget or None,
     )
     rows = ["| metric | value |", "| --- | --- |"] + [
         f"| {name} | {metrics[name]:.4f} |" for name in METRIC_NAMES if metrics.get(name) is not None
@@ -94,3 +119,27 @@ def render_model_card(model_dir, repo_id: str = "USER/NAME", dataset_repo: str |
     path = model_dir / "README.md"
     card.save(path)
     return path
+
+
+def merge_with_existing(new_card: str, existing_card: str | None) -> str:
+    """The card to publish: `new_card`, keeping what `existing_card` (the repo's, perhaps edited on
+    the Hub) adds: metadata keys and tags this tool does not write, a licence chosen there when
+    none was given now (`unknown`), and the text outside the generated part."""
+    from huggingface_hub import ModelCard
+
+    if not existing_card:
+        return new_card
+    new, old = ModelCard(new_card, ignore_metadata_errors=True), ModelCard(existing_card, ignore_metadata_errors=True)
+    data, kept = new.data.to_dict(), old.data.to_dict()
+    if data.get("license") == UNKNOWN_LICENSE and kept.get("license"):
+        data["license"] = kept["license"]
+    data["tags"] = list(dict.fromkeys((data.get("tags") or []) + (kept.get("tags") or [])))
+    merged = {**kept, **data}
+    text = new.text
+    if BEGIN in old.text and END in old.text:
+        before, rest = old.text.split(BEGIN, 1)
+        after = rest.split(END, 1)[1]
+        text = before + BEGIN + new.text.split(BEGIN, 1)[1].split(END, 1)[0] + END + after
+    new.data = type(new.data)(**merged)
+    new.text = text
+    return str(new)

@@ -41,6 +41,19 @@ def repo_id(text: str) -> str:
     return text
 
 
+LICENSE_HELP = ("Licence of the published data and model, as a Hub licence id (e.g. cc-by-nc-sa-4.0): the data's terms. "
+                "Required to push a dataset this project did not generate; default for generated data: apache-2.0.")
+
+
+def license_id(text: str) -> str:
+    from training.hub_dataset import check_license
+
+    try:
+        return check_license(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _describe_default(f: dataclasses.Field) -> str:
     default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
     return " ".join(map(str, default)) if isinstance(default, tuple) else str(default)
@@ -107,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     hub.add_argument("--push-to-hub", metavar="USER/NAME", type=repo_id, help="Push OUT/model to this model repo when done.")
     hub.add_argument("--dataset-repo", metavar="USER/NAME", type=repo_id, help="Also push the --data folder as this dataset repo.")
     hub.add_argument("--private", action="store_true", help="Create the repos as private.")
+    hub.add_argument("--license", type=license_id, help=LICENSE_HELP)
 
     ev = command("evaluate", "Measure a saved model on a dataset's test split (or its train split if it has none).")
     ev.add_argument("--model", required=True, help="Model folder, or a Hub repo id (user/name).")
@@ -138,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     pu.add_argument("--dataset", help="Dataset folder to push too.")
     pu.add_argument("--dataset-repo", metavar="USER/NAME", type=repo_id, help="Dataset repo for --dataset.")
     pu.add_argument("--private", action="store_true", help="Create the repos as private.")
+    pu.add_argument("--license", type=license_id, help=LICENSE_HELP)
     pu.add_argument("--revision", help="Branch to push to (created if needed).")
     pu.add_argument("--commit-message", default="Upload with defect-classifier push", help="The commit's message.")
 
@@ -145,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     ps.add_argument("--repo", required=True, metavar="USER/SPACE", type=repo_id, help="Space repo to push to.")
     ps.add_argument("--model-repo", required=True, metavar="USER/NAME", type=repo_id, help="Model repo the Space loads.")
     ps.add_argument("--dataset-repo", metavar="USER/NAME", type=repo_id, help="Dataset repo whose examples/ the Space shows.")
+    ps.add_argument("--examples", metavar="DATA", help="Show a few test images of this dataset folder (any layout) as the "
+                    "Space's examples (they are published in the Space). Default: the --dataset-repo's examples/, else the "
+                    "bundled synthetic ones only for a model trained on generated data.")
     ps.add_argument("--space-dir", default=str(SPACE_DIR), help="The Space folder (default: this project's space/).")
     ps.add_argument("--private", action="store_true", help="Create the Space as private.")
     return parser
@@ -182,13 +200,14 @@ def _generate(args) -> int:
     return 0
 
 
-def _push(model_dir, repo, data, dataset_repo, private, revision=None, message="Upload with defect-classifier push"):
+def _push(model_dir, repo, data, dataset_repo, private, license=None, revision=None, message="Upload with defect-classifier push"):
     from training.publish import push_dataset, push_model
 
     if dataset_repo:
-        print(f"pushed the dataset: {push_dataset(data, dataset_repo, private=private)}")
+        print(f"pushed the dataset: {push_dataset(data, dataset_repo, private=private, license=license)}")
     if repo:
-        url = push_model(model_dir, repo, dataset_repo=dataset_repo, private=private, revision=revision, commit_message=message)
+        url = push_model(model_dir, repo, dataset_repo=dataset_repo, private=private, revision=revision, commit_message=message,
+                         license=license)
         print(f"pushed the model: {url}")
 
 
@@ -197,13 +216,16 @@ def _train(args) -> int:
     from training.train import train
 
     if args.push_to_hub or args.dataset_repo:
+        from training.hub_dataset import dataset_license
         from training.publish import check_token
 
+        if args.dataset_repo:
+            dataset_license(config.data, args.license)  # refused now, not after the training
         log.info("Hub token belongs to %s", check_token())
     metrics = train(config)
     print(json.dumps({k: v for k, v in metrics.items() if k not in ("per_texture", "per_defect")}, indent=2))
     if args.push_to_hub or args.dataset_repo:
-        _push(Path(config.out) / "model", args.push_to_hub, config.data, args.dataset_repo, args.private)
+        _push(Path(config.out) / "model", args.push_to_hub, config.data, args.dataset_repo, args.private, args.license)
     return 0
 
 
@@ -217,7 +239,7 @@ def _export(args) -> int:
 def _push_command(args) -> int:
     if bool(args.dataset) != bool(args.dataset_repo):
         raise ValueError("--dataset and --dataset-repo go together")
-    _push(Path(args.model), args.repo, args.dataset, args.dataset_repo, args.private, args.revision, args.commit_message)
+    _push(Path(args.model), args.repo, args.dataset, args.dataset_repo, args.private, args.license, args.revision, args.commit_message)
     return 0
 
 
@@ -226,7 +248,7 @@ def _push_space(args) -> int:
 
     if not Path(args.space_dir, "app.py").is_file():
         raise ValueError(f"{args.space_dir} holds no app.py: pass --space-dir, the folder of the Space's app")
-    print(f"pushed the Space: {push_space(args.space_dir, args.repo, args.model_repo, args.dataset_repo, args.private)}")
+    print(f"pushed the Space: {push_space(args.space_dir, args.repo, args.model_repo, args.dataset_repo, args.private, examples_from=args.examples)}")
     return 0
 
 

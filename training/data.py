@@ -26,6 +26,7 @@ folder loader uses); the model's output is P(defects) whatever the order on disk
 from __future__ import annotations
 
 import csv
+import json
 import logging
 import math
 import os
@@ -108,26 +109,62 @@ class Sample:
 Splits = dict[str, list[Sample]]
 
 
+# The folder layouts `train` reads, by the name cards and messages use; `detect_layout` picks one.
+LAYOUTS = {
+    "mvtec-ad": "MVTec AD (train/good/, test/<kind>/, ground_truth/<kind>/*_mask.png)",
+    "imagefolder": "imagefolder (train/ and test/ with defects/ and no_defects/)",
+    "dagm-competition": "DAGM 2007 competition set (ClassN/Train/, ClassN/Test/, Label/Labels.txt)",
+    "dagm-development": "DAGM 2007 development set (ClassN/ and ClassN_def/ with labels.txt)",
+}
+# Written by the generators beside the data they make: what made it, with which settings.
+GENERATED_FILE = "generated_by.json"
+
+
+def detect_layout(path: Path) -> str:
+    """The LAYOUTS name of the dataset folder `path`, or a DataError listing what is read."""
+    if _mvtec_categories(path):
+        return "mvtec-ad"
+    if _child(path, "train"):
+        return "imagefolder"
+    class_dirs = [p for p in path.iterdir() if p.is_dir() and re.fullmatch(r"class\d+", p.name, re.I)]
+    if any(_child(p, "train") for p in class_dirs):
+        return "dagm-competition"
+    if class_dirs:
+        return "dagm-development"
+    raise DataError(
+        f"{path} has no layout this tool reads: expected train/{{defects,no_defects}}/ "
+        "(imagefolder, optionally with test/), train/good/ + test/<kind>/ (MVTec AD), ClassN/ + "
+        "ClassN_def/ (DAGM 2007 development set) or ClassN/Train/ (DAGM 2007 competition set)"
+    )
+
+
+def mark_generated(folder, made_by: str, settings: dict) -> None:
+    """Record beside generated data what made it, so its cards say "synthetic" and how to repeat it."""
+    (Path(folder) / GENERATED_FILE).write_text(json.dumps({"made_by": made_by, "settings": settings}, indent=2, default=str))
+
+
+def generated_by(path) -> dict | None:
+    """What a generator recorded about the dataset folder `path` it made, or None for other data."""
+    marker = Path(path) / GENERATED_FILE
+    return json.loads(marker.read_text()) if marker.is_file() else None
+
+
+def describe_source(source) -> dict:
+    """Where training data came from, for the model's metrics and card: its layout, and whether
+    this project's generator made it (a Hub dataset is not looked into)."""
+    path = Path(source) if isinstance(source, (str, os.PathLike)) else None
+    if path is None or not path.is_dir():
+        return {"layout": "hub-dataset" if path is not None else "datasets-object", "generated": False}
+    return {"layout": detect_layout(path), "generated": generated_by(path) is not None}
+
+
 def load_splits(source) -> Splits:
     """Detect the layout of `source` (folder, Hub dataset id, or `datasets` object) and read it."""
     if not isinstance(source, (str, os.PathLike)):
         return from_hf_dataset(source)
     path = Path(source)
     if path.is_dir():
-        if _mvtec_categories(path):
-            return read_mvtec(path)
-        if _child(path, "train"):
-            return read_imagefolder(path)
-        class_dirs = [p for p in path.iterdir() if p.is_dir() and re.fullmatch(r"class\d+", p.name, re.I)]
-        if any(_child(p, "train") for p in class_dirs):
-            return read_dagm_competition(path)
-        if class_dirs:
-            return read_dagm_development(path)
-        raise DataError(
-            f"{path} has no layout this tool reads: expected train/{{defects,no_defects}}/ "
-            "(imagefolder, optionally with test/), train/good/ + test/<kind>/ (MVTec AD), ClassN/ + "
-            "ClassN_def/ (DAGM 2007 development set) or ClassN/Train/ (DAGM 2007 competition set)"
-        )
+        return READERS[detect_layout(path)](path)
     if path.exists():
         raise DataError(f"{path} is a file, not a dataset folder: pass the folder that holds train/")
     if re.fullmatch(r"[\w.-]+/[\w.-]+", str(source)):
@@ -428,6 +465,12 @@ def read_dagm_competition(root: Path) -> Splits:
     return splits
 
 
+READERS = {
+    "mvtec-ad": read_mvtec, "imagefolder": read_imagefolder,
+    "dagm-competition": read_dagm_competition, "dagm-development": read_dagm_development,
+}
+
+
 def from_hf_dataset(dataset) -> Splits:
     """Read a `datasets.Dataset` (taken as train) or `DatasetDict` with image + label columns."""
     import datasets
@@ -460,8 +503,10 @@ def from_hf_dataset(dataset) -> Splits:
                     row.get("defect") or None, row["mask"] if has_mask else None, row.get("group"),
                 )
             )
-        _require_both_classes(samples, f"split {split!r}")
         splits[split] = samples
+    # As in MVTec AD, the train split may hold only defect-free images (training then takes a
+    # stated share of the test split's defects); the dataset as a whole needs both classes.
+    _require_both_classes([s for samples in splits.values() for s in samples], "the dataset")
     return splits
 
 

@@ -12,6 +12,7 @@ never printed or written anywhere.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -19,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from defect_inference import CONFIG_FILE
-from defect_inference.model_folder import KERAS_FILES, is_hub_repo_id
+from defect_inference.model_folder import KERAS_FILES, SAVEDMODEL_FILES, is_hub_repo_id
 
 REQUIRED_MODEL_FILES = (
     *KERAS_FILES, CONFIG_FILE, "metrics.json", "handler.py",
@@ -27,11 +28,12 @@ REQUIRED_MODEL_FILES = (
 )
 
 
+log = logging.getLogger(__name__)
+
 # What a model folder is made of (`export` writes it); anything else in the folder is not published.
 MODEL_FOLDER_FILES = (
-    *KERAS_FILES, CONFIG_FILE, "metrics.json", "handler.py", "requirements.txt", "README.md",
-    "saved_model.pb", "keras_metadata.pb", "fingerprint.pb", "variables/*", "assets/*", "defect_inference/*.py",
-    "*.png",
+    *KERAS_FILES, *SAVEDMODEL_FILES, "metrics.json", "handler.py", "requirements.txt", "README.md",
+    "defect_inference/*.py", "*.png", "logs/*",
 )
 # Seconds of silence from the Hub within one request before a push gives up; DEFECT_HUB_TIMEOUT overrides it.
 HUB_TIMEOUT = 120.0
@@ -150,18 +152,96 @@ def push_folder(
     return info.commit_url
 
 
-def push_model(model_dir, repo_id: str, dataset_repo: str | None = None, **kwargs) -> str:
+def push_model(model_dir, repo_id: str, dataset_repo: str | None = None, license: str | None = None, **kwargs) -> str:
     """Push a model folder's own files from a staged copy: its settings name the dataset repo (or
-    the data folder's name) instead of local paths, and its card names this repo and dataset."""
-    from training.card import render_model_card
+    the data folder's name) instead of local paths; its card names this repo and dataset, shows
+    the dataset's examples in the Hub's widget, and keeps what the repo's card had added on the
+    Hub; the run's TensorBoard logs and history go under `logs/`."""
+    from training.card import merge_with_existing, render_model_card
 
     model_dir = check_model_folder(model_dir)
+    check_token(kwargs.get("token"))
     with tempfile.TemporaryDirectory(prefix="defect_push_") as tmp:
         staged = Path(tmp) / model_dir.name
         shutil.copytree(model_dir, staged, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        with_data_facts(staged / "metrics.json", staged / CONFIG_FILE)
         without_local_paths(staged / CONFIG_FILE, dataset_repo)
-        render_model_card(staged, repo_id=repo_id, dataset_repo=dataset_repo)
+        stage_logs(model_dir.parent, staged / LOGS_FOLDER)
+        with timed_hub_session():
+            widget = _widget(dataset_repo, kwargs.get("token"))
+            existing = _existing_card(repo_id, kwargs.get("revision"), kwargs.get("token"))
+        card = render_model_card(staged, repo_id=repo_id, dataset_repo=dataset_repo, license=license, widget=widget)
+        card.write_text(merge_with_existing(card.read_text(), existing))
         return push_folder(staged, repo_id, repo_type="model", allow_patterns=MODEL_FOLDER_FILES, **kwargs)
+
+
+LOGS_FOLDER = "logs"
+
+
+def stage_logs(run_dir: Path, logs: Path) -> None:
+    """Copy a run's TensorBoard event files (under RUN/logs/) and history.json into `logs`. Event
+    files are named `events.out.tfevents.<time>.<host>.<pid>...`: the host name and process id
+    of the training machine are replaced, since they say nothing to a reader of the repo."""
+    events = sorted((run_dir / LOGS_FOLDER).rglob("events.out.tfevents.*")) if (run_dir / LOGS_FOLDER).is_dir() else []
+    for i, source in enumerate(events):
+        stamp = source.name.split(".")[3]
+        target = logs / source.parent.relative_to(run_dir / LOGS_FOLDER) / f"events.out.tfevents.{stamp}.defect-classifier.{i}.v2"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(source, target)
+    if (run_dir / "history.json").is_file():
+        logs.mkdir(parents=True, exist_ok=True)
+        shutil.copy(run_dir / "history.json", logs / "history.json")
+
+
+def _widget(dataset_repo: str | None, token: str | None) -> list[dict] | None:
+    """The Hub widget's examples: the dataset repo's example images, by URL."""
+    from huggingface_hub import HfApi, constants
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    from training.hub_dataset import EXAMPLES_FOLDER
+
+    if not dataset_repo:
+        return None
+    try:
+        files = HfApi(token=token).list_repo_files(dataset_repo, repo_type="dataset")
+    except RepositoryNotFoundError:
+        return None
+    except Exception as err:  # noqa: BLE001
+        raise _explain(err, f"listing the examples of {dataset_repo}") from None
+    return [
+        {"src": f"{constants.ENDPOINT}/datasets/{dataset_repo}/resolve/main/{name}", "example_title": Path(name).stem}
+        for name in sorted(files) if name.startswith(f"{EXAMPLES_FOLDER}/") and name.lower().endswith(".png")
+    ] or None
+
+
+def _existing_card(repo_id: str, revision: str | None, token: str | None) -> str | None:
+    """The repo's README.md as it is on the Hub now, or None for a new repo or branch."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    try:
+        return Path(hf_hub_download(repo_id, "README.md", revision=revision, token=token)).read_text()
+    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError):
+        return None
+    except Exception as err:  # noqa: BLE001
+        raise _explain(err, f"reading the card of {repo_id}") from None
+
+
+def with_data_facts(metrics_file: Path, config_file: Path) -> None:
+    """Give the metrics of a model trained before they recorded their data (layout, generated or
+    not: what its card's licence and the Space's examples go by) what the data folder says, when
+    it is on this machine."""
+    from training.data import DataError, describe_source
+
+    metrics = json.loads(metrics_file.read_text())
+    data = json.loads(config_file.read_text()).get("training_config", {}).get("data")
+    if "data" in metrics or not data or not Path(data).is_dir():
+        return
+    try:
+        metrics["data"] = describe_source(data)
+    except DataError:  # the folder no longer holds a dataset: the metrics stay silent about it
+        return
+    metrics_file.write_text(json.dumps(metrics, indent=2))
 
 
 def without_local_paths(config_file: Path, dataset_repo: str | None) -> None:
@@ -178,18 +258,24 @@ def without_local_paths(config_file: Path, dataset_repo: str | None) -> None:
     config_file.write_text(json.dumps(values, indent=2))
 
 
-def push_dataset(data_dir, repo_id: str, private: bool = False, token: str | None = None) -> str:
-    """Push an imagefolder dataset (train/test, labels, texture, defect kind, ellipses) as a `datasets` repo."""
-    import datasets
+def push_dataset(data_dir, repo_id: str, private: bool = False, token: str | None = None, license: str | None = None) -> str:
+    """Push a dataset folder of any layout `train` reads as a `datasets` repo (see hub_dataset.py),
+    with a card saying what it is and the Space's example images; return the last commit's URL."""
     from huggingface_hub import CommitOperationAdd, HfApi
 
-    from training.data import CLASS_NAMES
+    from training.data import check_readable, load_splits
+    from training.hub_dataset import EXAMPLES_FOLDER, dataset_facts, dataset_license, pick_examples, to_dataset_dict
 
+    try:
+        license = dataset_license(data_dir, license)
+    except ValueError as err:
+        raise PublishError(f"{err}; nothing was uploaded") from None
     check_token(token)
-    ds = datasets.load_dataset("imagefolder", data_dir=str(data_dir))
-    if not isinstance(ds["train"].features.get("label"), datasets.ClassLabel):
-        ds = ds.cast_column("label", datasets.ClassLabel(names=list(CLASS_NAMES)))
-    examples = pick_examples(data_dir)
+    splits = load_splits(data_dir)
+    check_readable([s for split in splits.values() for s in split])  # a broken file is named before any upload
+    ds = to_dataset_dict(splits)
+    facts = dataset_facts(data_dir, splits)
+    examples = pick_examples(splits)
     # `datasets` commits the data itself; the card and examples are a second commit. If that one
     # fails, the message says what is already published instead of "nothing was committed".
     try:
@@ -199,7 +285,7 @@ def push_dataset(data_dir, repo_id: str, private: bool = False, token: str | Non
         raise _explain(err, f"pushing the dataset {Path(data_dir).name} to {repo_id}") from None
     try:
         with timed_hub_session():
-            card = _dataset_card(repo_id, ds, token)
+            card = _dataset_card(repo_id, ds, facts, license, token)
             operations = [CommitOperationAdd("README.md", str(card).encode())] + [
                 CommitOperationAdd(f"{EXAMPLES_FOLDER}/{name}", data) for name, data in examples
             ]
@@ -214,83 +300,49 @@ def push_dataset(data_dir, repo_id: str, private: bool = False, token: str | Non
         ) from None
 
 
-EXAMPLES_FOLDER = "examples"
-
-
-def pick_examples(data_dir, per_texture: int = 1, limit: int = 14) -> list[tuple[str, bytes]]:
-    """PNG files for the Space's examples: per texture, its defective image with the largest
-    labelled defect and a defect-free one, from the test split if there is one."""
-    import io
-
-    from PIL import Image
-
-    from defect_inference import read_image
-    from training.data import load_splits
-
-    splits = load_splits(data_dir)
-    samples = splits.get("test") or splits["train"]
-    textures = sorted({s.texture or "" for s in samples})
-    chosen = []
-    for texture in textures:
-        group = [s for s in samples if (s.texture or "") == texture]
-        defective = sorted((s for s in group if s.defective), key=lambda s: -(s.ellipse.a * s.ellipse.b if s.ellipse else 0))
-        good = [s for s in group if not s.defective]
-        chosen += [("defects", texture, s) for s in defective[:per_texture]]
-        chosen += [("no_defects", texture, s) for s in good[:per_texture]]
-    files = []
-    for i, (label, texture, sample) in enumerate(chosen[:limit]):
-        buffer = io.BytesIO()
-        Image.fromarray(read_image(sample.image)).convert("L" if sample.texture else "RGB").save(buffer, format="PNG")
-        files.append((f"{label}_{texture or i}.png", buffer.getvalue()))
-    return files
-
-
-def _dataset_card(repo_id: str, ds, token: str | None):
+def _dataset_card(repo_id: str, ds, facts: dict, license: str, token: str | None):
     """The card `push_to_hub` wrote (its features and configs kept), plus what the dataset is."""
     from huggingface_hub import DatasetCard
+
+    from training.hub_dataset import EXAMPLES_FOLDER, card_text, dataset_tags
 
     card = DatasetCard.load(repo_id, repo_type="dataset", token=token)
     total = sum(split.num_rows for split in ds.values())
     card.data.task_categories = ["image-classification"]
     card.data.size_categories = ["n<1K" if total < 1000 else "1K<n<10K" if total < 10000 else "10K<n<100K"]
-    card.data.license = card.data.license or "apache-2.0"
-    card.data.tags = ["defect-detection", "surface-inspection", "dagm", "synthetic"]
-    sizes = ", ".join(f"{name}: {split.num_rows}" for name, split in ds.items())
-    card.text = (
-        f"\n# {repo_id.split('/')[-1]}\n\n"
-        "Images of textured surfaces labelled `defects` or `no_defects` (ClassLabel, index 0 is `defects`), "
-        "DAGM 2007 style: 512x512 8-bit grayscale. Columns: `image`, `label`, `texture`, the kind of "
-        "`defect`, and the defect ellipse `cx, cy, a, b, angle` in pixels (a weak localization label); the "
-        "defect columns are empty for defect-free images.\n\n"
-        f"Splits: {sizes}. `{EXAMPLES_FOLDER}/` holds a few of the test images, which the Space shows as examples.\n\n"
-        "Made by `defect-classifier generate` (seeded noise textures, seven families including radial streaks "
-        "whose normal look has a dark spot at the centre; defects drawn inside a random ellipse: scratch, "
-        "blotch, smooth intensity change, texture break, some faint), or, for a real dataset, read from its "
-        "folder by the same tool.\n"
-    )
+    card.data.license = license
+    card.data.tags = dataset_tags(facts)
+    card.data.pretty_name = repo_id.split("/")[-1]
+    card.text = card_text(repo_id, facts, license, EXAMPLES_FOLDER)
     return card
 
 
 def push_space(
     space_dir, repo_id: str, model_repo: str, dataset_repo: str | None = None, private: bool = False,
-    token: str | None = None,
+    token: str | None = None, examples_from=None,
 ) -> str:
     """Upload the Space folder, with the inference core beside its app and its README naming the
     model (and dataset), then set its MODEL_ID variable.
 
     The folder is uploaded in one commit; the app reads MODEL_ID, or the README's `models:` entry
     if the variable is not set, so the commit alone is enough to run. With a dataset repo, the
-    app shows that repo's `examples/` images.
+    app shows that repo's `examples/` images. Its own `examples/` (shown when there is no dataset
+    repo, or it cannot be reached) are a few test images of `examples_from` (a dataset folder) when
+    given, else the bundled synthetic textures, kept only for a model trained on generated data:
+    on a model of other surfaces they would show wrong verdicts.
     """
     from huggingface_hub import HfApi, SpaceCardData
     from huggingface_hub.repocard import RepoCard
 
     from training.export import copy_core
+    from training.hub_dataset import EXAMPLES_FOLDER
 
+    check_token(token)
     with tempfile.TemporaryDirectory() as tmp:
         staged = Path(tmp) / "space"
         shutil.copytree(space_dir, staged, ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyi", "__init__.py"))
         copy_core(staged)
+        _stage_space_examples(staged / EXAMPLES_FOLDER, model_repo, examples_from, token)
         card = RepoCard.load(staged / "README.md")
         data = card.data.to_dict()
         data["models"] = [model_repo]
@@ -305,3 +357,37 @@ def push_space(
     except Exception as err:  # noqa: BLE001
         raise _explain(err, f"setting MODEL_ID on {repo_id} (the files are pushed)") from None
     return url
+
+
+def _stage_space_examples(folder: Path, model_repo: str, examples_from, token: str | None) -> None:
+    from training.data import load_splits
+    from training.hub_dataset import pick_examples
+
+    if examples_from is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
+        for name, data in pick_examples(load_splits(examples_from)):
+            (folder / name).write_bytes(data)
+        log.info("the Space's own examples: %d test images of %s", len(list(folder.iterdir())), examples_from)
+    elif not _trained_on_generated_data(model_repo, token):
+        shutil.rmtree(folder, ignore_errors=True)
+        log.warning(
+            "%s was not trained on generated data (or says nothing of its data), so the Space does not bundle the "
+            "synthetic examples: it shows the dataset repo's examples/, or none. Pass --examples DATA to show a few of "
+            "your test images", model_repo,
+        )
+
+
+def _trained_on_generated_data(model_repo: str, token: str | None) -> bool:
+    """What the model repo's metrics.json says of its training data (False when it says nothing)."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        with timed_hub_session():
+            metrics = json.loads(Path(hf_hub_download(model_repo, "metrics.json", token=token)).read_text())
+    except (RepositoryNotFoundError, EntryNotFoundError):
+        return False
+    except Exception as err:  # noqa: BLE001
+        raise _explain(err, f"reading what {model_repo} was trained on") from None
+    return bool((metrics.get("data") or {}).get("generated"))

@@ -21,7 +21,7 @@ import math
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,7 @@ from PIL import Image
 from scipy import ndimage
 from tqdm import tqdm
 
-from training.data import CLASS_NAMES, Ellipse
+from training.data import CLASS_NAMES, GENERATED_FILE, Ellipse, mark_generated
 
 SIZE = 512
 TEXTURES = ("clouds", "grain", "brushed", "weave", "radial", "cells", "rings")
@@ -189,10 +189,11 @@ def _clear(out: Path) -> None:
     left among the new ones); a folder holding anything else is refused."""
     if not out.exists():
         return
-    if not out.is_dir() or (any(out.iterdir()) and not (out / "train" / "metadata.csv").is_file()):
+    if not out.is_dir() or (any(out.iterdir()) and not (out / GENERATED_FILE).is_file() and not (out / "train" / "metadata.csv").is_file()):
         raise FileExistsError(f"{out} exists and holds something other than a generated dataset: choose another --out")
     for split in ("train", "test"):
         shutil.rmtree(out / split, ignore_errors=True)
+    (out / GENERATED_FILE).unlink(missing_ok=True)
 
 
 def generate(config: GenerateConfig) -> dict[str, dict[str, int]]:
@@ -237,6 +238,7 @@ def generate(config: GenerateConfig) -> dict[str, dict[str, int]]:
             writer = csv.DictWriter(f, fieldnames=METADATA_COLUMNS)
             writer.writeheader()
             writer.writerows(split_rows)
+    mark_generated(out, "defect-classifier generate", {k: v for k, v in asdict(config).items() if k != "out"})
     return counts
 
 

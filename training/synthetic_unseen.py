@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
-from training.data import Ellipse, Sample
+from training.data import Ellipse, Sample, mark_generated
 from training.synthetic import SIZE, smooth_noise
 
 FAMILIES = ("marble", "hexdots", "sand", "leather", "twill", "speckle")
@@ -143,4 +143,5 @@ def write_set(out: Path, seed: int, good: int, defective: int) -> dict[str, list
         splits[folder.name.lower()].append(Sample(str(folder / f"{number:04d}.PNG"), is_defective, family, defect=kind))
     for folder, rows in lines.items():
         (folder / "Label" / "Labels.txt").write_text("\n".join(rows) + "\n")
+    mark_generated(out, "training.synthetic_unseen.write_set", {"seed": seed, "good": good, "defective": defective})
     return splits

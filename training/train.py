@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from training.card import render_model_card
 from training.config import TrainConfig
 from training.devices import make_strategy
 from training.evaluate import evaluate_model
-from training.data import check_readable
+from training.data import check_readable, describe_source
 from training.export import check_model_dir, export_model
 from training.operating_curve import decide
 from training.splits import held_out_splits
@@ -38,6 +39,8 @@ def train(config: TrainConfig) -> dict:
     check_model_dir(out / "model")
     fit_samples, val_samples, test_samples, how = held_out_splits(config)
     check_readable(fit_samples + val_samples + test_samples)
+    # OUT/logs is this run's (and is published with its model): an earlier run's curves go.
+    shutil.rmtree(out / "logs", ignore_errors=True)
 
     tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(config.seed)
@@ -52,7 +55,8 @@ def train(config: TrainConfig) -> dict:
     )
     # The folder was written just now by this process: a SavedModel-only one is trusted here.
     metrics = evaluate_model(model_dir, test_samples, plots_dir=model_dir, history=history, trust_savedmodel=True)
-    metrics.update(train_seconds=round(train_seconds, 1), epochs_run=len(history["loss"]), validation=validation, splits=how)
+    metrics.update(train_seconds=round(train_seconds, 1), epochs_run=len(history["loss"]), validation=validation, splits=how,
+                   data=describe_source(config.data))
     for path in (out / "metrics.json", model_dir / "metrics.json"):
         path.write_text(json.dumps(metrics, indent=2))
     render_model_card(model_dir)
