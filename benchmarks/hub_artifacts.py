@@ -12,7 +12,9 @@ share of the model repo's bytes a loader downloads.
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -35,7 +37,6 @@ def main() -> None:
     hub.start()
     from huggingface_hub import DatasetCard, ModelCard, RepoCard
 
-    from defect_inference import resolve_model_dir
     from training.publish import push_dataset, push_model, push_space
 
     name = Path(args.data).name
@@ -54,10 +55,15 @@ def main() -> None:
             print(f"  {path}" + (f"  {len(files[path]):,} B" if path in files else ""))
         yaml = cards[kind](files["README.md"].decode()).data.to_yaml()
         print("  card YAML:\n    " + "\n    ".join(yaml.splitlines()[:60]) + ("\n    ..." if len(yaml.splitlines()) > 60 else ""))
-    folder = resolve_model_dir(repos["model"])
-    fetched = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+    # The loader in a fresh process with an empty Hub cache, so only its own downloads are counted.
+    script = "import sys, json; from defect_inference import resolve_model_dir; f = resolve_model_dir(sys.argv[1]); " \
+             "print(json.dumps({p.name: p.stat().st_size for p in f.rglob('*') if p.is_file()}))"
+    run = subprocess.run([sys.executable, "-c", script, repos["model"]], capture_output=True, text=True, check=True,
+                         env={**os.environ, "HF_HOME": tempfile.mkdtemp(prefix="hf_home_")})
+    files = json.loads(run.stdout.strip().splitlines()[-1])
+    fetched = sum(files.values())
     total = sum(map(len, hub.files("model", repos["model"]).values()))
-    print(f"\nthe loader fetches {sorted(p.name for p in folder.iterdir())}: {fetched / 1e6:.2f} of {total / 1e6:.2f} MB")
+    print(f"\nthe loader fetches {sorted(files)}: {fetched / 1e6:.2f} of {total / 1e6:.2f} MB")
     print(f"loader download / model repo size: {fetched / total:.2f}")
     hub.stop()
 

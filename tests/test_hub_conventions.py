@@ -174,9 +174,25 @@ def test_the_space_bundles_examples_that_fit_its_model(trained, tiny_data, hub, 
     metrics["data"] = {"layout": "dagm-competition", "generated": False}
     (folder / "metrics.json").write_text(json.dumps(metrics))
     push_model(folder, "tester/real-model", license="cc-by-4.0")
+    card = ModelCard(hub.files("model", "tester/real-model")["README.md"].decode())
+    assert "synthetic" not in card.data.tags and "radial streaks" not in card.text and "dagm" in card.data.tags
     push_space(SPACE_DIR, "tester/real-space", "tester/real-model")
     assert not any(n.startswith("examples/") for n in hub.files("space", "tester/real-space"))
     data = _dagm_competition(tmp_path / "dagm")
     push_space(SPACE_DIR, "tester/real-space-examples", "tester/real-model", examples_from=data)
     shown = sorted(n for n in hub.files("space", "tester/real-space-examples") if n.startswith("examples/"))
     assert shown == ["examples/defects_Class1.png", "examples/no_defects_Class1.png"]
+
+
+def test_a_push_sends_this_versions_handler_and_inference_core(trained, hub, hf_token, tmp_path):
+    out, _ = trained
+    folder = tmp_path / "model"
+    shutil.copytree(out / "model", folder)
+    (folder / "handler.py").write_text("# the handler of an older version\n")
+    (folder / "defect_inference" / "operating_point.py").unlink()
+    push_model(folder, "tester/refreshed")
+    files = hub.files("model", "tester/refreshed")
+    root = Path(__file__).resolve().parents[1]
+    assert files["handler.py"] == (root / "training" / "model_repo" / "handler.py").read_bytes()
+    assert files["defect_inference/operating_point.py"] == (root / "defect_inference" / "operating_point.py").read_bytes()
+    assert (folder / "handler.py").read_text() == "# the handler of an older version\n"  # the local folder is left as it was

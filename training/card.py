@@ -12,6 +12,7 @@ from pathlib import Path
 from defect_inference import load_model_config
 from training.backbones import backbone_for
 from training.config import TrainConfig
+from training.hub_dataset import GENERATED_LICENSE, dataset_tags
 from training.operating_curve import support_warning
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
@@ -48,8 +49,6 @@ def split_summary(how: dict | None) -> str | None:
 def model_license(metrics: dict, license: str | None) -> str:
     """The licence given, else the project's own for a model trained on generated data; a model
     trained on someone's data takes that data's terms, which only the user knows."""
-    from training.hub_dataset import GENERATED_LICENSE
-
     return license or (GENERATED_LICENSE if (metrics.get("data") or {}).get("generated") else UNKNOWN_LICENSE)
 
 
@@ -66,6 +65,7 @@ def render_model_card(
     metrics = json.loads((model_dir / "metrics.json").read_text())
     config = info.training_config
     dataset_name = dataset_repo or Path(config["data"]).name
+    data = metrics.get("data") or {"layout": None, "generated": None}
     results = [
         EvalResult(
             task_type="image-classification", dataset_type=dataset_repo or "imagefolder", dataset_name=dataset_name,
@@ -77,7 +77,7 @@ def render_model_card(
     ]
     card_data = ModelCardData(
         library_name="keras", pipeline_tag="image-classification", license=model_license(metrics, license),
-        tags=["keras", "image-classification", "defect-detection", "surface-inspection", "dagm"],
+        tags=["keras", "image-classification", *dataset_tags(data)],
         datasets=[dataset_repo] if dataset_repo else None, model_name=repo_id.split("/")[-1], eval_results=results,
         widget=widget or None,
     )
@@ -115,6 +115,7 @@ def render_model_card(
         metrics_threshold=metrics["threshold"],
         metrics_table="\n".join(rows),
         worst_misclassified=(model_dir / "worst_misclassified.png").is_file(),
+        generated=bool(data["generated"]),
     )
     path = model_dir / "README.md"
     card.save(path)

@@ -32,6 +32,15 @@ def copy_core(folder) -> Path:
     return target
 
 
+def copy_model_repo_code(model_dir) -> None:
+    """This version's handler, its requirements and the inference core, into a model folder (a
+    push sends them fresh, so a repo never gets an older folder's copies)."""
+    for source in MODEL_REPO_FILES:
+        shutil.copy(source, Path(model_dir) / source.name)
+    shutil.rmtree(Path(model_dir) / CORE_DIR.name, ignore_errors=True)
+    copy_core(model_dir)
+
+
 def check_model_dir(model_dir: Path) -> None:
     """Refuse to write a model into a folder that holds something else (it would be replaced)."""
     if model_dir.exists() and (not model_dir.is_dir() or (any(model_dir.iterdir()) and not (model_dir / CONFIG_FILE).is_file())):
@@ -67,9 +76,7 @@ def export_model(
         from training.plots import write_operating_curve
 
         write_operating_curve(model_dir, curve, curve.at(threshold))
-    for source in MODEL_REPO_FILES:
-        shutil.copy(source, model_dir / source.name)
-    copy_core(model_dir)
+    copy_model_repo_code(model_dir)
     if history:
         (model_dir.parent / "history.json").write_text(json.dumps(history, indent=2))
     return model_dir

@@ -14,7 +14,7 @@ import re
 from collections import Counter
 from pathlib import Path
 
-from training.data import CLASS_NAMES, LAYOUTS, Splits, detect_layout, generated_by, read_mask
+from training.data import CLASS_NAMES, GENERATED_FILE, LAYOUTS, Splits, detect_layout, generated_by, read_mask
 
 ELLIPSE_COLUMNS = ("cx", "cy", "a", "b", "angle")
 # Licence ids as the Hub spells them (https://huggingface.co/docs/hub/repositories-licenses).
@@ -39,8 +39,9 @@ def dataset_license(data_dir, license: str | None) -> str:
     if generated_by(data_dir):
         return GENERATED_LICENSE
     raise ValueError(
-        f"{data_dir} was not made by this project's generator, so its licence is not known: pass --license "
-        "with the data's terms (e.g. cc-by-nc-sa-4.0, or other), https://huggingface.co/docs/hub/repositories-licenses"
+        f"{data_dir} was not made by this project's generator (it holds no {GENERATED_FILE}; a dataset from an older "
+        "`generate` gets one when generated again), so its licence is not known: pass --license with the data's terms "
+        "(e.g. cc-by-nc-sa-4.0, or other), https://huggingface.co/docs/hub/repositories-licenses"
     )
 
 

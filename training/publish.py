@@ -153,17 +153,20 @@ def push_folder(
 
 
 def push_model(model_dir, repo_id: str, dataset_repo: str | None = None, license: str | None = None, **kwargs) -> str:
-    """Push a model folder's own files from a staged copy: its settings name the dataset repo (or
-    the data folder's name) instead of local paths; its card names this repo and dataset, shows
-    the dataset's examples in the Hub's widget, and keeps what the repo's card had added on the
-    Hub; the run's TensorBoard logs and history go under `logs/`."""
+    """Push a model folder's own files, with this version's handler and inference core, from a
+    staged copy: its settings name the dataset repo (or the data folder's name) instead of local
+    paths; its card names this repo and dataset, shows the dataset's examples in the Hub's widget,
+    and keeps what the repo's card had added on the Hub; the run's TensorBoard logs and history go
+    under `logs/`."""
     from training.card import merge_with_existing, render_model_card
+    from training.export import copy_model_repo_code
 
     model_dir = check_model_folder(model_dir)
     check_token(kwargs.get("token"))
     with tempfile.TemporaryDirectory(prefix="defect_push_") as tmp:
         staged = Path(tmp) / model_dir.name
         shutil.copytree(model_dir, staged, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+        copy_model_repo_code(staged)
         with_data_facts(staged / "metrics.json", staged / CONFIG_FILE)
         without_local_paths(staged / CONFIG_FILE, dataset_repo)
         stage_logs(model_dir.parent, staged / LOGS_FOLDER)
