@@ -6,15 +6,20 @@ a `tf.function` traced once (warmed at start-up) that also returns the heat map.
 
     .venv/bin/python benchmarks/space_latency.py --model runs/demo/model [--n 40]
 
-Prints p50/p95 for both, batch throughput, and the p50 ratio (ours / tutorial's) last.
+Prints p50/p95 for both, batch throughput, the Space's whole `/predict` as a program sees it
+(`gradio_client` against the app served on loopback: upload, reading, predict, overlay, encoding),
+and the p50 ratio (ours / tutorial's) last.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the Space's app, beside this folder
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -63,7 +68,36 @@ def main() -> None:
             classifier.predict(batch)
         rate = 3 * args.batch / (time.perf_counter() - start)
         print(f"batch throughput, {size}px inputs (resized to {classifier.image_size} in the model): {rate:.1f} images/s")
+    s50, s95 = percentiles(space_requests(classifier, examples, args.n))
+    print(f"the Space's whole /predict through gradio_client: p50 {s50:.1f} ms, p95 {s95:.1f} ms")
     print(f"p50 latency ratio ours/tutorial: {p50 / t50:.2f}")
+
+
+def space_requests(classifier, examples: list[Path], n: int) -> list[float]:
+    """Seconds per `/predict` call of the real app, served in this process on a free port."""
+    import socket
+
+    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+    from gradio_client import Client, handle_file
+
+    from space import app
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        port = free.getsockname()[1]
+    demo = app.build_demo(classifier, [])
+    app.serve(demo, port, prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        client.predict(handle_file(str(examples[0])), api_name="/predict")
+        seconds = []
+        for i in range(n):
+            start = time.perf_counter()
+            client.predict(handle_file(str(examples[i % len(examples)])), api_name="/predict")
+            seconds.append(time.perf_counter() - start)
+        return seconds
+    finally:
+        demo.close()
 
 
 if __name__ == "__main__":
