@@ -79,7 +79,7 @@ def test_a_16_bit_image_arrives_intact_in_the_documented_json_form(endpoint, tin
     [
         ({"top_k": 0}, "`top_k` must be a whole number"),
         ({"function_to_apply": "none"}, "`function_to_apply` 'none' is not offered"),
-        ({"threshold": 2}, "threshold"),
+        ({"threshold": 2}, "threshold must be from 0 to 1"),
         ({"topk": 1}, "unknown parameter\\(s\\) topk"),
     ],
 )
@@ -100,6 +100,11 @@ def test_the_handler_reads_bytes_base64_data_urls_and_pil_images(endpoint, tiny_
     for inputs in (raw, encoded, f"data:image/png;base64,{encoded}", Image.open(path)):
         answer = server.handler({"inputs": inputs})
         assert {a["label"]: a["score"] for a in answer}["defects"] == pytest.approx(expected, abs=1e-5)
+    wrapped = base64.encodebytes(raw).decode()  # line-wrapped, as the base64 command writes it
+    assert {a["label"]: a["score"] for a in server.handler({"inputs": wrapped})}["defects"] == pytest.approx(expected, abs=1e-5)
     with pytest.raises(ValueError, match="not base64"):
         server.handler({"inputs": "surface.png"})
+    response = httpx.post(server.url, json={"inputs": {"image": encoded}})
+    assert response.status_code == 400 and "`inputs` must be one image" in response.json()["error"] and "a dict" in response.json()["error"]
+    assert "got nothing" in httpx.post(server.url, json={"image": encoded}).json()["error"]
 

@@ -5,6 +5,7 @@ model are and keep edits made on the Hub, logs, widget examples, lean downloads,
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import socket
 from pathlib import Path
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 from huggingface_hub import DatasetCard, HfApi, ModelCard
 
-from defect_inference import DefectClassifier, resolve_model_dir
+from defect_inference import DefectClassifier, read_image, resolve_model_dir
 from tests.test_data import _disc_mask, _mvtec_category, _photo
 from training.data import load_splits, read_mask
 from training.publish import PublishError, push_dataset, push_model, push_space
@@ -50,6 +51,8 @@ def _imagefolder_with_masks(root):
             _photo(root / split / "no_defects" / f"good_{i}.jpg", seed=i)
             _photo(root / split / "defects" / f"bad_{i}.jpg", seed=10 + i)
             _disc_mask(root / split / "defects" / f"bad_{i}.png", centre=(20 + 10 * i, 30))
+        rows = [f"{label}/{stem}_{i}.jpg,part{i}" for label, stem in (("no_defects", "good"), ("defects", "bad")) for i in range(3)]
+        (root / split / "metadata.csv").write_text("file_name,group\n" + "\n".join(rows) + "\n")
     return root
 
 
@@ -72,10 +75,11 @@ def test_every_layout_pushes_as_a_dataset_that_loads_back(layout, hub, hf_token,
     assert set(remote) == set(local) == set(loaded)
     for split, samples in local.items():
         assert loaded[split].features["label"].names == ["defects", "no_defects"]
-        assert [(s.defective, s.texture, s.defect, s.ellipse) for s in remote[split]] == [
-            (s.defective, s.texture, s.defect, s.ellipse) for s in samples
+        assert [(s.defective, s.texture, s.defect, s.ellipse, s.group) for s in remote[split]] == [
+            (s.defective, s.texture, s.defect, s.ellipse, s.group) for s in samples
         ]
         for mine, theirs in zip(samples, remote[split]):
+            np.testing.assert_array_equal(read_image(theirs.image), read_image(mine.image))
             assert (mine.mask is None) == (theirs.mask is None)
             if mine.mask is not None:
                 np.testing.assert_array_equal(read_mask(theirs.mask), read_mask(mine.mask))
@@ -152,7 +156,8 @@ def test_logs_and_history_are_pushed_without_the_host_name(trained, hub, hf_toke
     events = sorted(n for n in files if n.startswith("logs/") and ".tfevents." in n)
     local = sorted((out / "logs").rglob("events.out.tfevents.*"))
     assert len(events) == len(local) > 0 and {n.split("/")[1] for n in events} == {p.parent.name for p in local}
-    assert all(socket.gethostname() not in n and n.endswith(".defect-classifier." + n.split(".")[-2] + ".v2") for n in events)
+    assert all(re.fullmatch(r"logs/\w+/events\.out\.tfevents\.\d+\.defect-classifier\.\d+\.v2", n) for n in events), events
+    assert not any(socket.gethostname() in n for n in files)
     assert sorted(files[n] for n in events) == sorted(p.read_bytes() for p in local)
     assert json.loads(files["logs/history.json"]) == json.loads((out / "history.json").read_text())
 
@@ -173,10 +178,13 @@ def test_the_space_bundles_examples_that_fit_its_model(trained, tiny_data, hub, 
     metrics = json.loads((folder / "metrics.json").read_text())
     metrics["data"] = {"layout": "dagm-competition", "generated": False}
     (folder / "metrics.json").write_text(json.dumps(metrics))
+    push_model(out / "model", "tester/generated-model")
+    push_space(SPACE_DIR, "tester/real-space", "tester/generated-model")
+    assert any(n.startswith("examples/") for n in hub.files("space", "tester/real-space"))
     push_model(folder, "tester/real-model", license="cc-by-4.0")
     card = ModelCard(hub.files("model", "tester/real-model")["README.md"].decode())
     assert "synthetic" not in card.data.tags and "radial streaks" not in card.text and "dagm" in card.data.tags
-    push_space(SPACE_DIR, "tester/real-space", "tester/real-model")
+    push_space(SPACE_DIR, "tester/real-space", "tester/real-model")  # the same Space, now serving the other model
     assert not any(n.startswith("examples/") for n in hub.files("space", "tester/real-space"))
     data = _dagm_competition(tmp_path / "dagm")
     push_space(SPACE_DIR, "tester/real-space-examples", "tester/real-model", examples_from=data)
@@ -196,3 +204,16 @@ def test_a_push_sends_this_versions_handler_and_inference_core(trained, hub, hf_
     assert files["handler.py"] == (root / "training" / "model_repo" / "handler.py").read_bytes()
     assert files["defect_inference/operating_point.py"] == (root / "defect_inference" / "operating_point.py").read_bytes()
     assert (folder / "handler.py").read_text() == "# the handler of an older version\n"  # the local folder is left as it was
+
+
+def test_a_second_push_removes_what_the_first_left_and_nothing_else(trained, hub, hf_token, tmp_path):
+    out, _ = trained
+    push_model(out / "model", "tester/stale")
+    HfApi().upload_file(path_or_fileobj=b"ours", path_in_repo="NOTES.md", repo_id="tester/stale")
+    folder = tmp_path / "run" / "model"
+    shutil.copytree(out / "model", folder)
+    (folder / "worst_misclassified.png").unlink()  # a run with no mistakes has none
+    push_model(folder, "tester/stale")  # a run folder without logs: the old logs go too
+    files = hub.files("model", "tester/stale")
+    assert "worst_misclassified.png" not in files and not any(n.startswith("logs/") for n in files)
+    assert files["NOTES.md"] == b"ours" and "model.weights.h5" in files

@@ -266,3 +266,19 @@ def test_sigterm_stops_the_space_and_removes_its_files(trained, tmp_path):
     finally:
         app.kill()
     assert not list(scratch.glob("defect_space_*"))
+
+
+def test_an_upload_over_the_size_limit_is_refused_and_the_space_keeps_serving(served, tmp_path):
+    import httpx
+
+    from space.app import MAX_UPLOAD
+
+    url, _ = served
+    big = tmp_path / "big.png"
+    with open(big, "wb") as f:  # sparse: the limit is on the bytes sent, not on what they hold
+        f.truncate(int(MAX_UPLOAD.removesuffix("mb")) * 1024 * 1024 + 1)
+    with open(big, "rb") as f:
+        response = httpx.post(f"{url}gradio_api/upload", files={"files": ("big.png", f, "image/png")}, timeout=300)
+    assert response.status_code == 413 and "400" in response.text.lower(), response.text[:500]
+    label, _, _ = _upload(Client(url, verbose=False), EXAMPLES / "defects_clouds.png")
+    assert label["label"] == "defects"

@@ -7,6 +7,7 @@ datasets, and a model-index with the test metrics), the body from the Jinja temp
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 from defect_inference import load_model_config
@@ -15,6 +16,7 @@ from training.config import TrainConfig
 from training.hub_dataset import GENERATED_LICENSE, dataset_tags
 from training.operating_curve import support_warning
 
+log = logging.getLogger(__name__)
 TEMPLATE = Path(__file__).resolve().parents[1] / "model_card.md"
 METRIC_NAMES = ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "false_alarm_rate")
 # How the Hub shows each metric (`name` in the model-index).
@@ -25,6 +27,9 @@ METRIC_TITLES = {
 # Metrics that hang on the decision threshold carry it in `metric_args`; the AUCs do not.
 THRESHOLD_FREE = ("roc_auc", "pr_auc")
 UNKNOWN_LICENSE = "unknown"
+# Every tag and metadata key a card of this tool may carry: on a push they are this push's alone.
+TOOL_TAGS = {"keras", "image-classification", "defect-detection", "surface-inspection", "dagm", "mvtec-ad", "synthetic"}
+TOOL_KEYS = {"datasets", "widget", "model-index", "model_name", "library_name", "pipeline_tag", "license", "tags"}
 # The generated part of the card lies between these lines; on a push, what the repo's card holds
 # outside them (a section written on the Hub) is kept.
 BEGIN, END = "<!-- defect-classifier card: generated from here -->", "<!-- defect-classifier card: generated up to here -->"
@@ -68,7 +73,7 @@ def render_model_card(
     data = metrics.get("data") or {"layout": None, "generated": None}
     results = [
         EvalResult(
-            task_type="image-classification", dataset_type=dataset_repo or "imagefolder", dataset_name=dataset_name,
+            task_type="image-classification", dataset_type=dataset_repo or data["layout"] or "imagefolder", dataset_name=dataset_name,
             dataset_split="test", metric_type=name, metric_value=round(metrics[name], 4), metric_name=METRIC_TITLES[name],
             metric_args=None if name in THRESHOLD_FREE else {"threshold": round(metrics["threshold"], 4)},
         )
@@ -115,7 +120,7 @@ def render_model_card(
         metrics_threshold=metrics["threshold"],
         metrics_table="\n".join(rows),
         worst_misclassified=(model_dir / "worst_misclassified.png").is_file(),
-        generated=bool(data["generated"]),
+        project_textures=data.get("made_by") == "defect-classifier generate",
     )
     path = model_dir / "README.md"
     card.save(path)
@@ -125,22 +130,32 @@ def render_model_card(
 def merge_with_existing(new_card: str, existing_card: str | None) -> str:
     """The card to publish: `new_card`, keeping what `existing_card` (the repo's, perhaps edited on
     the Hub) adds: metadata keys and tags this tool does not write, a licence chosen there when
-    none was given now (`unknown`), and the text outside the generated part."""
+    none was given now (`unknown`), and the text outside the generated part. A card whose
+    metadata cannot be read is replaced, with a warning."""
     from huggingface_hub import ModelCard
 
     if not existing_card:
         return new_card
-    new, old = ModelCard(new_card, ignore_metadata_errors=True), ModelCard(existing_card, ignore_metadata_errors=True)
-    data, kept = new.data.to_dict(), old.data.to_dict()
-    if data.get("license") == UNKNOWN_LICENSE and kept.get("license"):
+    try:
+        old = ModelCard(existing_card, ignore_metadata_errors=True)
+        kept = old.data.to_dict()
+    except Exception as err:  # noqa: BLE001 - any unreadable card: ours replaces it, said aloud
+        log.warning("the repo's card cannot be read (%s: %s): it is replaced, edits made on the Hub included", type(err).__name__, err)
+        return new_card
+    new = ModelCard(new_card)
+    data = new.data.to_dict()
+    if data.get("license") == UNKNOWN_LICENSE and kept.get("license") not in (None, UNKNOWN_LICENSE):
+        log.warning("keeping the licence %s of the repo's card; pass --license to change it", kept["license"])
         data["license"] = kept["license"]
-    data["tags"] = list(dict.fromkeys((data.get("tags") or []) + (kept.get("tags") or [])))
-    merged = {**kept, **data}
+    # Tags and keys this tool writes come from this push alone, so a retrain on other data drops
+    # the old ones; the rest is the repo owner's.
+    data["tags"] = list(dict.fromkeys((data.get("tags") or []) + [t for t in kept.get("tags") or [] if t not in TOOL_TAGS]))
+    merged = {**{k: v for k, v in kept.items() if k not in TOOL_KEYS}, **data}
     text = new.text
-    if BEGIN in old.text and END in old.text:
-        before, rest = old.text.split(BEGIN, 1)
-        after = rest.split(END, 1)[1]
-        text = before + BEGIN + new.text.split(BEGIN, 1)[1].split(END, 1)[0] + END + after
+    begin, end = old.text.find(BEGIN), old.text.find(END)
+    if 0 <= begin < end:
+        generated = new.text.split(BEGIN, 1)[1].split(END, 1)[0]
+        text = old.text[:begin] + BEGIN + generated + old.text[end:]
     new.data = type(new.data)(**merged)
     new.text = text
     return str(new)

@@ -219,8 +219,10 @@ def _train(args) -> int:
         from training.hub_dataset import dataset_license
         from training.publish import check_token
 
-        if args.dataset_repo:
-            dataset_license(config.data, args.license)  # refused now, not after the training
+        if args.dataset_repo:  # refused now, not after the training
+            if not Path(config.data).is_dir():
+                raise ValueError(f"--dataset-repo publishes the local --data folder; {config.data} is not one (a Hub dataset is published already)")
+            dataset_license(config.data, args.license)
         log.info("Hub token belongs to %s", check_token())
     metrics = train(config)
     print(json.dumps({k: v for k, v in metrics.items() if k not in ("per_texture", "per_defect")}, indent=2))

@@ -154,8 +154,9 @@ def describe_source(source) -> dict:
     this project's generator made it (a Hub dataset is not looked into)."""
     path = Path(source) if isinstance(source, (str, os.PathLike)) else None
     if path is None or not path.is_dir():
-        return {"layout": "hub-dataset" if path is not None else "datasets-object", "generated": False}
-    return {"layout": detect_layout(path), "generated": generated_by(path) is not None}
+        return {"layout": "hub-dataset" if path is not None else "datasets-object", "generated": False, "made_by": None}
+    made = generated_by(path)
+    return {"layout": detect_layout(path), "generated": made is not None, "made_by": made and made["made_by"]}
 
 
 def load_splits(source) -> Splits:

@@ -130,9 +130,11 @@ def push_folder(
     token: str | None = None,
     space_sdk: str | None = None,
     allow_patterns: tuple[str, ...] | None = None,
+    delete_patterns: tuple[str, ...] | None = None,
 ) -> str:
     """Upload `folder` (only the files `allow_patterns` match, when given) as one commit to
-    `repo_id` (created if needed); return the commit URL."""
+    `repo_id` (created if needed), removing in the same commit the repo's files that match
+    `delete_patterns` and are not in `folder`; return the commit URL."""
     from huggingface_hub import HfApi
 
     check_token(token)
@@ -145,6 +147,7 @@ def push_folder(
             info = api.upload_folder(
                 folder_path=str(folder), repo_id=repo_id, repo_type=repo_type, revision=revision,
                 commit_message=commit_message, allow_patterns=list(allow_patterns) if allow_patterns else None,
+                delete_patterns=list(delete_patterns) if delete_patterns else None,
                 ignore_patterns=["__pycache__/*", "*.pyc", "*.pyi"],
             )
     except Exception as err:  # noqa: BLE001
@@ -175,7 +178,10 @@ def push_model(model_dir, repo_id: str, dataset_repo: str | None = None, license
             existing = _existing_card(repo_id, kwargs.get("revision"), kwargs.get("token"))
         card = render_model_card(staged, repo_id=repo_id, dataset_repo=dataset_repo, license=license, widget=widget)
         card.write_text(merge_with_existing(card.read_text(), existing))
-        return push_folder(staged, repo_id, repo_type="model", allow_patterns=MODEL_FOLDER_FILES, **kwargs)
+        # What an earlier push of this tool left (an older run's logs, plots, a backbone's files)
+        # goes; files added on the Hub that are not a model folder's stay.
+        return push_folder(staged, repo_id, repo_type="model", allow_patterns=MODEL_FOLDER_FILES,
+                           delete_patterns=MODEL_FOLDER_FILES, **kwargs)
 
 
 LOGS_FOLDER = "logs"
@@ -206,11 +212,16 @@ def _widget(dataset_repo: str | None, token: str | None) -> list[dict] | None:
     if not dataset_repo:
         return None
     try:
-        files = HfApi(token=token).list_repo_files(dataset_repo, repo_type="dataset")
+        info = HfApi(token=token).dataset_info(dataset_repo, files_metadata=False)
     except RepositoryNotFoundError:
+        log.warning("the dataset repo %s does not exist (yet): the model card gets no widget examples", dataset_repo)
         return None
     except Exception as err:  # noqa: BLE001
         raise _explain(err, f"listing the examples of {dataset_repo}") from None
+    if info.private:
+        log.warning("the dataset repo %s is private: its images would show as broken in the model card's widget, so it gets none", dataset_repo)
+        return None
+    files = [sibling.rfilename for sibling in info.siblings or []]
     return [
         {"src": f"{constants.ENDPOINT}/datasets/{dataset_repo}/resolve/main/{name}", "example_title": Path(name).stem}
         for name in sorted(files) if name.startswith(f"{EXAMPLES_FOLDER}/") and name.lower().endswith(".png")
@@ -218,13 +229,15 @@ def _widget(dataset_repo: str | None, token: str | None) -> list[dict] | None:
 
 
 def _existing_card(repo_id: str, revision: str | None, token: str | None) -> str | None:
-    """The repo's README.md as it is on the Hub now, or None for a new repo or branch."""
+    """The repo's README.md as it is on the Hub now (for a new branch, main's), or None for a new repo."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
 
     try:
         return Path(hf_hub_download(repo_id, "README.md", revision=revision, token=token)).read_text()
-    except (RepositoryNotFoundError, RevisionNotFoundError, EntryNotFoundError):
+    except RevisionNotFoundError:  # a new branch starts from the main branch's card
+        return _existing_card(repo_id, None, token)
+    except (RepositoryNotFoundError, EntryNotFoundError):
         return None
     except Exception as err:  # noqa: BLE001
         raise _explain(err, f"reading the card of {repo_id}") from None
@@ -264,11 +277,13 @@ def without_local_paths(config_file: Path, dataset_repo: str | None) -> None:
 def push_dataset(data_dir, repo_id: str, private: bool = False, token: str | None = None, license: str | None = None) -> str:
     """Push a dataset folder of any layout `train` reads as a `datasets` repo (see hub_dataset.py),
     with a card saying what it is and the Space's example images; return the last commit's URL."""
-    from huggingface_hub import CommitOperationAdd, HfApi
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
     from training.data import check_readable, load_splits
     from training.hub_dataset import EXAMPLES_FOLDER, dataset_facts, dataset_license, pick_examples, to_dataset_dict
 
+    if not Path(data_dir).is_dir():
+        raise PublishError(f"{data_dir} is not a dataset folder: a dataset push publishes a local folder (a Hub dataset is published already)")
     try:
         license = dataset_license(data_dir, license)
     except ValueError as err:
@@ -289,10 +304,13 @@ def push_dataset(data_dir, repo_id: str, private: bool = False, token: str | Non
     try:
         with timed_hub_session():
             card = _dataset_card(repo_id, ds, facts, license, token)
+            api = HfApi(token=token)
+            names = {f"{EXAMPLES_FOLDER}/{name}" for name, _ in examples}
+            stale = [f for f in api.list_repo_files(repo_id, repo_type="dataset") if f.startswith(f"{EXAMPLES_FOLDER}/") and f not in names]
             operations = [CommitOperationAdd("README.md", str(card).encode())] + [
                 CommitOperationAdd(f"{EXAMPLES_FOLDER}/{name}", data) for name, data in examples
-            ]
-            return HfApi(token=token).create_commit(
+            ] + [CommitOperationDelete(f) for f in stale]
+            return api.create_commit(
                 repo_id, operations, repo_type="dataset", commit_message="Dataset card and the Space's example images"
             ).commit_url
     except Exception as err:  # noqa: BLE001
@@ -354,7 +372,7 @@ def push_space(
         card.data = SpaceCardData(**data)
         card.save(staged / "README.md")
         url = push_folder(staged, repo_id, repo_type="space", private=private, token=token, space_sdk="gradio",
-                          commit_message=f"Space for {model_repo}")
+                          commit_message=f"Space for {model_repo}", delete_patterns=(f"{EXAMPLES_FOLDER}/*",))
     try:
         HfApi(token=token).add_space_variable(repo_id, "MODEL_ID", model_repo)
     except Exception as err:  # noqa: BLE001

@@ -12,7 +12,7 @@ the serving toolkit turns a raw `image/*` request body into an 8-bit RGB image b
 sees it, which clips 16-bit grey levels to white. `InferenceClient` sends JSON whenever a
 parameter is given (e.g. `top_k=2`).
 
-`parameters` (all optional): `top_k` (how many labels, 1 or 2), `function_to_apply` ("sigmoid" or
+`parameters` (all optional): `top_k` (how many labels: 1, or 2 and more for both), `function_to_apply` ("sigmoid" or
 "softmax": the same scores for a single sigmoid unit), `operating_point` ("recall=0.95",
 `false-alarms=F`, `cost=C`: a point on the stored operating curve) or `threshold` (0 to 1). The
 `defect_inference` package beside this file is the same code the Space runs.
@@ -38,12 +38,17 @@ class EndpointHandler:
         self.classifier.warm_up()
 
     def __call__(self, data: dict) -> list[dict]:
-        inputs = data.get("inputs", data) if isinstance(data, dict) else data
+        inputs = data.get("inputs") if isinstance(data, dict) else data
         if isinstance(inputs, str):
             try:
-                inputs = base64.b64decode(inputs.split(",", 1)[-1], validate=True)
+                inputs = base64.b64decode("".join(inputs.split(",", 1)[-1].split()), validate=True)
             except (binascii.Error, ValueError):
                 raise ValueError("`inputs` is a string but not base64: send the image file's bytes base64-encoded") from None
+        if inputs is None or isinstance(inputs, (dict, list)):
+            raise ValueError(
+                "`inputs` must be one image: its file's bytes, a base64 string of them, or a PIL image; got "
+                + ("nothing" if inputs is None else f"a {type(inputs).__name__}")
+            )
         parameters = (data.get("parameters") if isinstance(data, dict) else None) or {}
         top_k, threshold = self._parameters(parameters)
         result = self.classifier.predict([read_image(inputs)], threshold)[0]
