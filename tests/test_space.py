@@ -270,6 +270,7 @@ def test_sigterm_stops_the_space_and_removes_its_files(trained, tmp_path):
 
 def test_an_upload_over_the_size_limit_is_refused_and_the_space_keeps_serving(served, tmp_path):
     import httpx
+    from gradio_client import Client
 
     from space.app import MAX_UPLOAD
 
