@@ -107,6 +107,11 @@ def test_the_generated_dataset_card_says_synthetic_and_how_it_was_made(tiny_data
     assert "dataset_info" in data or "configs" in data  # what push_to_hub wrote is kept
     assert "defect-classifier generate" in card.text and "seed=1" in card.text and str(tiny_data) not in card.text
     assert "| train | 60 | 60 |" in card.text and "| test | 20 | 20 |" in card.text
+    from training.data import describe_source
+
+    # The record travels with the data: a model trained from the Hub copy knows it is generated.
+    assert describe_source("tester/generated-card") == {"layout": "hub-dataset", "generated": True, "made_by": "defect-classifier generate"}
+    assert describe_source("tester/no-such-dataset")["generated"] is False
 
 
 def test_model_card_widget_metric_names_threshold_and_licence(trained, tiny_data, hub, hf_token):

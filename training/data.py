@@ -153,10 +153,27 @@ def describe_source(source) -> dict:
     """Where training data came from, for the model's metrics and card: its layout, and whether
     this project's generator made it (a Hub dataset is not looked into)."""
     path = Path(source) if isinstance(source, (str, os.PathLike)) else None
-    if path is None or not path.is_dir():
-        return {"layout": "hub-dataset" if path is not None else "datasets-object", "generated": False, "made_by": None}
-    made = generated_by(path)
-    return {"layout": detect_layout(path), "generated": made is not None, "made_by": made and made["made_by"]}
+    if path is None:
+        return {"layout": "datasets-object", "generated": False, "made_by": None}
+    if path.is_dir():
+        made, layout = generated_by(path), detect_layout(path)
+    else:
+        made, layout = _hub_generated_by(str(source)), "hub-dataset"
+    return {"layout": layout, "generated": made is not None, "made_by": made and made["made_by"]}
+
+
+def _hub_generated_by(repo_id: str) -> dict | None:
+    """The generator record a dataset push published beside the data, or None."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
+
+    try:
+        return json.loads(Path(hf_hub_download(repo_id, GENERATED_FILE, repo_type="dataset")).read_text())
+    except (EntryNotFoundError, RepositoryNotFoundError):
+        return None
+    except Exception as err:  # noqa: BLE001 - the data itself was read: its origin stays unknown, said aloud
+        log.warning("cannot read %s of %s (%s): the model's card will not call its data generated", GENERATED_FILE, repo_id, type(err).__name__)
+        return None
 
 
 def load_splits(source) -> Splits:

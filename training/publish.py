@@ -279,7 +279,7 @@ def push_dataset(data_dir, repo_id: str, private: bool = False, token: str | Non
     with a card saying what it is and the Space's example images; return the last commit's URL."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
 
-    from training.data import check_readable, load_splits
+    from training.data import GENERATED_FILE, check_readable, load_splits
     from training.hub_dataset import EXAMPLES_FOLDER, dataset_facts, dataset_license, pick_examples, to_dataset_dict
 
     if not Path(data_dir).is_dir():
@@ -310,6 +310,8 @@ def push_dataset(data_dir, repo_id: str, private: bool = False, token: str | Non
             operations = [CommitOperationAdd("README.md", str(card).encode())] + [
                 CommitOperationAdd(f"{EXAMPLES_FOLDER}/{name}", data) for name, data in examples
             ] + [CommitOperationDelete(f) for f in stale]
+            if facts["generated"]:  # so a model trained from the Hub copy knows its data is generated
+                operations.append(CommitOperationAdd(GENERATED_FILE, json.dumps(facts["generated"], indent=2).encode()))
             return api.create_commit(
                 repo_id, operations, repo_type="dataset", commit_message="Dataset card and the Space's example images"
             ).commit_url
