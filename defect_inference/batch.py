@@ -15,22 +15,36 @@ def spreadsheet_safe(text: str) -> str:
     return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
-def predict_rows(classifier: DefectClassifier, items, batch_size: int = 16, threshold: float | None = None):
+def predict_rows(
+    classifier: DefectClassifier, items, batch_size: int = 16, threshold: float | None = None, max_pixels: int | None = None,
+):
     """Yield one CSV-ready row per (name, source) item, in order, batch by batch.
 
     A source is anything `read_image` takes, or a function returning that (read when its batch
     comes, so a long list holds one batch of images in memory). An unreadable item yields a row
-    with its reason in `error` and no prediction; the others are unaffected.
+    with its reason in `error` and no prediction; the others are unaffected. With `max_pixels`,
+    the images read in all stop at that many pixels: an image past the budget, and every one
+    after it, gets a row saying so instead of being read (a server's per-request budget).
     """
     items = list(items)
+    spent = 0
     for start in range(0, len(items), batch_size):
         rows, images = [], []
         for name, source in items[start : start + batch_size]:
+            if max_pixels is not None and spent > max_pixels:
+                rows.append({"file": spreadsheet_safe(name), "error": _over_budget(max_pixels)})
+                continue
             try:
-                images.append(read_image(source() if callable(source) else source, name=name))
-                rows.append({"file": spreadsheet_safe(name)})
+                image = read_image(source() if callable(source) else source, name=name)
             except ImageError as err:
                 rows.append({"file": spreadsheet_safe(name), "error": spreadsheet_safe(str(err))})
+                continue
+            spent += image.shape[0] * image.shape[1]
+            if max_pixels is not None and spent > max_pixels:
+                rows.append({"file": spreadsheet_safe(name), "error": _over_budget(max_pixels)})
+                continue
+            images.append(image)
+            rows.append({"file": spreadsheet_safe(name)})
         results = iter(classifier.predict(images, threshold))
         for row in rows:
             if "error" not in row:
@@ -39,3 +53,7 @@ def predict_rows(classifier: DefectClassifier, items, batch_size: int = 16, thre
                 if result.box:
                     row.update(zip(ROW_COLUMNS[3:7], result.box))
             yield {column: row.get(column, "") for column in ROW_COLUMNS}
+
+
+def _over_budget(max_pixels: int) -> str:
+    return f"not classified: this request's images reached {max_pixels / 1e6:,.0f} megapixels in all; send the rest in another request"

@@ -46,6 +46,10 @@ DISPLAY_SIDE = 2048
 BOX_COLOR = np.array([255, 230, 0], np.uint8)
 MAX_BATCH = 500
 MAX_ZIP_MEMBER_BYTES = 64 * 1024 * 1024
+# One batch request's share of the Space: the images' bytes once inflated and their pixels in all
+# (tens of seconds of work at most on 2 cores; 500 camera frames of 2 MP fit).
+MAX_BATCH_INFLATED_BYTES = 2 * 1024**3
+MAX_BATCH_PIXELS = 1_000_000_000
 # One upload at most: a batch zip, or the largest single image read_image accepts (64 MP as 16-bit RGB).
 MAX_UPLOAD = "400mb"
 # Requests waiting beyond this many are turned away at once instead of queueing for minutes.
@@ -112,9 +116,10 @@ def expand_uploads(paths: list[str]) -> list[tuple[str, object]]:
     """(name, source) per image: uploaded files as they are, `.zip` archives member by member.
 
     Only a `.zip` name makes an archive (an image with a zip appended stays an image). Members are
-    read one at a time, later; at most MAX_BATCH images per request.
+    read one at a time, later; at most MAX_BATCH images and MAX_BATCH_INFLATED_BYTES of zipped images per request.
     """
     items: list[tuple[str, object]] = []
+    inflated = 0
     for path in paths:
         name = Path(path).name
         if name.lower().endswith(".zip"):
@@ -123,6 +128,12 @@ def expand_uploads(paths: list[str]) -> list[tuple[str, object]]:
                     members = [i for i in archive.infolist() if not i.is_dir() and i.filename.lower().endswith(IMAGE_SUFFIXES)]
             except (zipfile.BadZipFile, OSError) as err:
                 raise gr.Error(f"{name} is not a readable zip ({err}): re-create the archive") from None
+            inflated += sum(info.file_size for info in members)
+            if inflated > MAX_BATCH_INFLATED_BYTES:
+                raise gr.Error(
+                    f"The zips of this batch inflate to {inflated / 1024**3:.1f} GiB of images; one batch takes at most "
+                    f"{MAX_BATCH_INFLATED_BYTES / 1024**3:.0f} GiB: split them into smaller batches"
+                )
             items += [(f"{name}/{info.filename}", ZipMember(path, info).read) for info in members[: MAX_BATCH + 1]]
         else:
             items.append((name, path))
@@ -210,7 +221,8 @@ def build_demo(classifier: DefectClassifier, examples: list[str] | None = None) 
         items = expand_uploads(paths)
         if not items:
             raise gr.Error("No images found in the upload (PNG, JPEG, BMP, TIFF, GIF, WebP, or a zip of them).")
-        rows = list(progress.tqdm(predict_rows(classifier, items, threshold=threshold), total=len(items), desc="Classifying"))
+        rows = list(progress.tqdm(predict_rows(classifier, items, threshold=threshold, max_pixels=MAX_BATCH_PIXELS),
+                                  total=len(items), desc="Classifying"))
         handle, csv_path = tempfile.mkstemp(prefix="defects_", suffix=".csv", dir=PROCESS_FILES.name)
         with os.fdopen(handle, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=ROW_COLUMNS)

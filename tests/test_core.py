@@ -257,3 +257,21 @@ def test_batch_rows_keep_file_names_from_running_as_spreadsheet_formulas(tmp_pat
     rows = list(predict_rows(classifier, [(n, image) for n in names] + [("=bad.png", b"not an image")]))
     assert [r["file"] for r in rows] == ["'=1+2.png", "'+cmd.png", "'-x.png", "'@SUM(A1).png", "plain.png", "'=bad.png"]
     assert rows[-1]["error"] and not rows[-1]["error"].startswith(("=", "+", "-", "@"))
+
+
+def test_a_pixel_budget_stops_reading_once_it_is_spent(tmp_path):
+    from defect_inference import predict_rows
+
+    image = FIXTURES / "model_v1" / "input_0.png"
+    pixels = read_image(image).shape[0] * read_image(image).shape[1]
+    classifier = DefectClassifier(FIXTURES / "model_v1")
+    read = []
+
+    def source(n):
+        return lambda: read.append(n) or image.read_bytes()
+
+    rows = list(predict_rows(classifier, [(f"{n}.png", source(n)) for n in range(5)], batch_size=2, max_pixels=int(2.5 * pixels)))
+    assert [bool(r["p_defects"] != "") for r in rows] == [True, True, False, False, False]
+    assert all("megapixels in all; send the rest in another request" in r["error"] for r in rows[2:])
+    assert read == [0, 1, 2]  # the one that crossed the budget was read, none after it
+    assert all(r["p_defects"] != "" for r in predict_rows(classifier, [(f"{n}.png", image) for n in range(5)]))

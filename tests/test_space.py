@@ -142,6 +142,23 @@ def test_zip_members_are_read_only_when_their_turn_comes(tmp_path):
     assert items[0][1]() == (EXAMPLES / "defects_brushed.png").read_bytes()
 
 
+def test_a_batch_of_zips_over_the_inflated_budget_is_refused_before_reading(tmp_path, monkeypatch):
+    import zipfile
+
+    import gradio as gr
+
+    from space import app
+
+    image = (EXAMPLES / "defects_brushed.png").read_bytes()
+    with zipfile.ZipFile(tmp_path / "three.zip", "w") as z:
+        for n in range(3):
+            z.writestr(f"{n}.png", image)
+    monkeypatch.setattr(app, "MAX_BATCH_INFLATED_BYTES", 1.5 * 3 * len(image))
+    assert len(app.expand_uploads([str(tmp_path / "three.zip")])) == 3
+    with pytest.raises(gr.Error, match="inflate to .* GiB of images; one batch takes at most"):
+        app.expand_uploads([str(tmp_path / "three.zip"), str(tmp_path / "three.zip")])
+
+
 def _upload(client, path):
     from gradio_client import handle_file
 
