@@ -13,7 +13,7 @@ from pathlib import Path
 from defect_inference import load_model_config
 from training.backbones import backbone_for
 from training.config import TrainConfig
-from training.hub_dataset import GENERATED_LICENSE, dataset_tags
+from training.hub_dataset import DATASET_TAGS, GENERATED_LICENSE, dataset_tags
 from training.operating_curve import support_warning
 
 log = logging.getLogger(__name__)
@@ -28,7 +28,8 @@ METRIC_TITLES = {
 THRESHOLD_FREE = ("roc_auc", "pr_auc")
 UNKNOWN_LICENSE = "unknown"
 # Every tag and metadata key a card of this tool may carry: on a push they are this push's alone.
-TOOL_TAGS = {"keras", "image-classification", "defect-detection", "surface-inspection", "dagm", "mvtec-ad", "synthetic"}
+MODEL_TAGS = ("keras", "image-classification")
+TOOL_TAGS = {*MODEL_TAGS, *DATASET_TAGS}
 TOOL_KEYS = {"datasets", "widget", "model-index", "model_name", "library_name", "pipeline_tag", "license", "tags"}
 # The generated part of the card lies between these lines; on a push, what the repo's card holds
 # outside them (a section written on the Hub) is kept.
@@ -54,7 +55,12 @@ def split_summary(how: dict | None) -> str | None:
 def model_license(metrics: dict, license: str | None) -> str:
     """The licence given, else the project's own for a model trained on generated data; a model
     trained on someone's data takes that data's terms, which only the user knows."""
-    return license or (GENERATED_LICENSE if (metrics.get("data") or {}).get("generated") else UNKNOWN_LICENSE)
+    return license or (GENERATED_LICENSE if trained_on_generated_data(metrics) else UNKNOWN_LICENSE)
+
+
+def trained_on_generated_data(metrics: dict) -> bool:
+    """What a model's metrics say of its training data (False when they say nothing)."""
+    return bool((metrics.get("data") or {}).get("generated"))
 
 
 def render_model_card(
@@ -82,7 +88,7 @@ def render_model_card(
     ]
     card_data = ModelCardData(
         library_name="keras", pipeline_tag="image-classification", license=model_license(metrics, license),
-        tags=["keras", "image-classification", *dataset_tags(data)],
+        tags=[*MODEL_TAGS, *dataset_tags(data)],
         datasets=[dataset_repo] if dataset_repo else None, model_name=repo_id.split("/")[-1], eval_results=results,
         widget=widget or None,
     )

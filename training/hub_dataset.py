@@ -130,9 +130,16 @@ def _settings(settings: dict) -> str:
     return ", ".join(f"{k}={v}" for k, v in settings.items())
 
 
+BASE_TAGS = ("defect-detection", "surface-inspection")
+LAYOUT_TAGS = {"mvtec-ad": "mvtec-ad", "dagm-competition": "dagm", "dagm-development": "dagm"}
+SYNTHETIC_TAG = "synthetic"
+# Every tag `dataset_tags` can give.
+DATASET_TAGS = {*BASE_TAGS, *LAYOUT_TAGS.values(), SYNTHETIC_TAG}
+
+
 def dataset_tags(facts: dict) -> list[str]:
-    layout_tag = {"mvtec-ad": "mvtec-ad", "dagm-competition": "dagm", "dagm-development": "dagm"}.get(facts["layout"])
-    return ["defect-detection", "surface-inspection"] + ([layout_tag] if layout_tag else []) + (["synthetic"] if facts["generated"] else [])
+    layout_tag = LAYOUT_TAGS.get(facts["layout"])
+    return [*BASE_TAGS] + ([layout_tag] if layout_tag else []) + ([SYNTHETIC_TAG] if facts["generated"] else [])
 
 
 EXAMPLES_FOLDER = "examples"

@@ -392,7 +392,7 @@ def _stage_space_examples(folder: Path, model_repo: str, examples_from, token: s
         for name, data in pick_examples(load_splits(examples_from)):
             (folder / name).write_bytes(data)
         log.info("the Space's own examples: %d test images of %s", len(list(folder.iterdir())), examples_from)
-    elif not _trained_on_generated_data(model_repo, token):
+    elif not _model_trained_on_generated_data(model_repo, token):
         shutil.rmtree(folder, ignore_errors=True)
         log.warning(
             "%s was not trained on generated data (or says nothing of its data), so the Space does not bundle the "
@@ -401,10 +401,12 @@ def _stage_space_examples(folder: Path, model_repo: str, examples_from, token: s
         )
 
 
-def _trained_on_generated_data(model_repo: str, token: str | None) -> bool:
+def _model_trained_on_generated_data(model_repo: str, token: str | None) -> bool:
     """What the model repo's metrics.json says of its training data (False when it says nothing)."""
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import EntryNotFoundError, RepositoryNotFoundError
+
+    from training.card import trained_on_generated_data
 
     try:
         with timed_hub_session():
@@ -413,4 +415,4 @@ def _trained_on_generated_data(model_repo: str, token: str | None) -> bool:
         return False
     except Exception as err:  # noqa: BLE001
         raise _explain(err, f"reading what {model_repo} was trained on") from None
-    return bool((metrics.get("data") or {}).get("generated"))
+    return trained_on_generated_data(metrics)
