@@ -150,12 +150,16 @@ def overlay(image: np.ndarray, result: Prediction) -> np.ndarray:
     scale = min(1.0, DISPLAY_SIDE / max(height, width))
     if scale < 1.0:
         size = (max(1, round(width * scale)), max(1, round(height * scale)))
-        image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR, reducing_gap=2.0))
+        # reducing_gap=1 box-reduces by the whole factor first: a third of the time of gap 2 on a
+        # 64-MP frame, and a display image needs no finer filter.
+        image = np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR, reducing_gap=1.0))
     heat = result.heatmap_at(*image.shape[:2])
     if heat is None:
         return image
-    alpha = (0.6 * heat)[..., None]
-    out = (image * (1 - alpha) + OVERLAY_COLOR * alpha).astype(np.uint8)
+    alpha = (np.float32(0.6) * heat)[..., None]
+    out = image * (1 - alpha)
+    out += OVERLAY_COLOR * alpha
+    out = out.astype(np.uint8)
     if result.box:
         sy, sx = image.shape[0] / height, image.shape[1] / width
         x0, y0, x1, y1 = (round(v * f) for v, f in zip(result.box, (sx, sy, sx, sy)))
