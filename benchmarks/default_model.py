@@ -30,16 +30,17 @@ def reuse(config) -> dict:
     from dataclasses import replace
 
     from training.config import TrainConfig
+    from training.data import check_readable
     from training.evaluate import evaluate_model
     from training.rethreshold import redecide
     from training.splits import held_out_splits
 
     model_dir = Path(config.out) / "model"
     saved = TrainConfig.from_file(model_dir / "defect_config.json")
-    if replace(saved, operating_point=config.operating_point) != config:
+    fit, val, test, _ = held_out_splits(config)
+    if replace(saved, operating_point=config.operating_point) != config.with_working_size(check_readable(fit)):
         raise SystemExit(f"{model_dir} was trained with other settings than the defaults: train it again")
     old = json.loads((model_dir / "metrics.json").read_text())
-    _, val, test, _ = held_out_splits(config)
     report = redecide(model_dir, val, config.operating_point, "validation split")
     metrics = evaluate_model(model_dir, test, plots_dir=model_dir)
     metrics.update(train_seconds=old["train_seconds"], epochs_run=old["epochs_run"], validation=report)

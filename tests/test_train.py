@@ -105,6 +105,7 @@ def test_predict_cli_reports_bad_files_and_predicts_the_rest(trained, tiny_data,
         ({"scale_jitter": 0.5}, "scale-jitter"),
         ({"gamma_jitter": -0.1}, "gamma-jitter"),
         ({"test_time_views": 3}, "test-time-views"),
+        ({"time_budget": -1.0}, "time-budget"),
     ],
 )
 def test_bad_settings_are_refused_before_work(change, message):
@@ -201,3 +202,78 @@ def test_the_same_seed_gives_the_same_model_and_metrics(tiny_data, tmp_path):
     assert runs[0][0] == runs[1][0]
     for a, b in zip(runs[0][1], runs[1][1], strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_time_budget_smaller_than_one_epoch_trains_one_scored_epoch(tiny_data, tmp_path):
+    from training.train import train
+
+    config = TrainConfig(data=str(tiny_data), out=str(tmp_path / "run"), image_size=128, crop_size=64, epochs=5,
+                         steps_per_epoch=3, validate_every=2, time_budget=1e-4, operating_point="recall=0.5", seed=7)
+    metrics = train(config)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert metrics["epochs_run"] == 1 and len(history["loss"]) == 1
+    # The epoch the budget ends at is validated, although validate_every would skip it.
+    assert history["val_auc"][0] is not None
+
+
+def test_the_time_budget_plans_the_epochs_that_fit_and_ends_the_schedule_with_them():
+    import time
+
+    from training.compact_training import TimeBudget
+
+    class Validation:
+        seconds_per_image = 0.01
+
+    config = TrainConfig(epochs=64, steps_per_epoch=50, test_time_views=4, time_budget=1.0)
+    decay_steps = keras.Variable(64 * 50.0, trainable=False)
+    now = time.time()
+    budget = TimeBudget(config, started=now - 5, decay_steps=decay_steps, validation=Validation(), decision_images=125)
+    budget.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+    budget.set_params({"epochs": 64})
+    budget.model.stop_training = False  # as fit starts it
+    budget.fit_started = now - 4  # one epoch took 4 s; 55 s left, 5 of them kept for the decision (0.01 s x 4 views x 125)
+    budget.on_epoch_end(0)
+    assert budget.planned == 1 + 12 and float(decay_steps.numpy()) == 13 * 50
+    assert not budget.model.stop_training
+    budget.first_epoch_end -= 100  # the second epoch took 100 s: the plan shrinks to the epoch just done, and it stops
+    budget.on_epoch_end(1)
+    assert budget.planned == 2 and float(decay_steps.numpy()) == 2 * 50 and budget.model.stop_training
+
+
+@pytest.mark.parametrize(
+    "shapes, given, size, crop",
+    [
+        ([(250, 370)] * 3 + [(600, 400)], {}, 376, 256),  # the median longer side, rounded up to a multiple of 8
+        ([(3000, 4000)] * 2, {}, 512, 256),  # large frames: at most the largest automatic size
+        ([(40, 50)], {}, 64, 64),  # tiny images: at least 64 px, the crop cut to it
+        ([(250, 370)], {"image_size": 256}, 256, 256),  # a size given is kept
+    ],
+)
+def test_the_working_resolution_comes_from_the_training_images(shapes, given, size, crop):
+    config = TrainConfig(**given).with_working_size(shapes)
+    assert (config.image_size, config.crop_size) == (size, crop)
+    config.validate()
+
+
+def test_small_photographs_train_and_are_judged_at_their_own_size(tiny_data, tmp_path):
+    """Photographs of 176x120 px train a model working at 176 px, not blown up to 512, which
+    classifies them with boxes in their own pixels."""
+    from PIL import Image
+
+    from training.train import train
+
+    data = tmp_path / "photos"
+    for source in sorted((tiny_data / "train").glob("*/*.png")):
+        target = data / "train" / source.parent.name / source.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.open(source).resize((176, 120), Image.BILINEAR).save(target)
+    metrics = train(TrainConfig(data=str(data), out=str(tmp_path / "run"), epochs=2, steps_per_epoch=3, seed=1))
+    model_dir = tmp_path / "run" / "model"
+    info = json.loads((model_dir / "defect_config.json").read_text())
+    assert info["image_size"] == 176
+    assert (info["training_config"]["image_size"], info["training_config"]["crop_size"]) == (176, 176)
+    assert metrics["n_test"] > 0
+    photo = read_image(next((data / "train" / "defects").glob("*.png")))
+    result = DefectClassifier(model_dir).predict([photo], threshold=0.0)[0]
+    x0, y0, x1, y1 = result.box  # at threshold 0 every image is flagged and gets a box
+    assert 0 <= x0 < x1 <= 176 and 0 <= y0 < y1 <= 120
