@@ -97,13 +97,9 @@ def main() -> None:
     parser.add_argument("--ungrouped", action="store_true", help="split at random, exposures of one tile on both sides")
     parser.add_argument("--layout-only", action="store_true", help="write the split and stop")
     args, rest = parser.parse_known_args()
-    from training.cli import add_config_arguments
+    from training.cli import train_overrides
 
-    settings = argparse.ArgumentParser(prog=f"{parser.prog} TRAIN OPTIONS")
-    add_config_arguments(settings)
-    changed = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(settings.parse_args(rest)).items()}
-    if {"data", "out", "seed"} & set(changed):
-        parser.error("--data, --out and --seed are the benchmark's own; give them before any train option")
+    changed = train_overrides(rest, parser.prog)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     counts = lay_out(args.data, args.out / "data", args.seed, grouped=not args.ungrouped)

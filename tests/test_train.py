@@ -214,30 +214,41 @@ def test_a_time_budget_smaller_than_one_epoch_trains_one_scored_epoch(tiny_data,
     assert metrics["epochs_run"] == 1 and len(history["loss"]) == 1
     # The epoch the budget ends at is validated, although validate_every would skip it.
     assert history["val_auc"][0] is not None
+    card = (tmp_path / "run" / "model" / "README.md").read_text()
+    assert "stopped before its 5 epochs with a 0.0001-min time budget" in card
 
 
 def test_the_time_budget_plans_the_epochs_that_fit_and_ends_the_schedule_with_them():
     import time
+    from types import SimpleNamespace
 
     from training.compact_training import TimeBudget
 
-    class Validation:
-        seconds_per_image = 0.01
+    def budget_for(minutes_ago: float, validation):
+        config = TrainConfig(epochs=64, steps_per_epoch=50, test_time_views=4, time_budget=1.0)
+        decay_steps = keras.Variable(64 * 50.0, trainable=False)
+        budget = TimeBudget(config, started=time.time() - 60 * minutes_ago, decay_steps=decay_steps, validation=validation,
+                            decision_images=100)
+        budget.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+        budget.set_params({"epochs": 64})
+        budget.model.stop_training = False  # as fit starts it
+        return budget, decay_steps
 
-    config = TrainConfig(epochs=64, steps_per_epoch=50, test_time_views=4, time_budget=1.0)
-    decay_steps = keras.Variable(64 * 50.0, trainable=False)
-    now = time.time()
-    budget = TimeBudget(config, started=now - 5, decay_steps=decay_steps, validation=Validation(), decision_images=125)
-    budget.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
-    budget.set_params({"epochs": 64})
-    budget.model.stop_training = False  # as fit starts it
-    budget.fit_started = now - 4  # one epoch took 4 s; 55 s left, 5 of them kept for the decision (0.01 s x 4 views x 125)
-    budget.on_epoch_end(0)
-    assert budget.planned == 1 + 12 and float(decay_steps.numpy()) == 13 * 50
-    assert not budget.model.stop_training
-    budget.first_epoch_end -= 100  # the second epoch took 100 s: the plan shrinks to the epoch just done, and it stops
+    validation = SimpleNamespace(seconds_per_image=None, images=np.zeros((25, 1)))
+    budget, decay_steps = budget_for(5 / 60, validation)  # 55 s of the minute left
+    budget.on_epoch_end(0)  # nothing timed yet: no plan
+    assert budget.planned == 64 and float(decay_steps.numpy()) == 64 * 50 and not budget.model.stop_training
+    validation.seconds_per_image = 0.01  # the last validation and the decision: 0.01 s x (4 views x 100 + 25) = 4.25 s
+    budget.first_epoch_end = time.time() - 4  # the second epoch took 4 s: 12 more fit in the 50.75 s left
     budget.on_epoch_end(1)
-    assert budget.planned == 2 and float(decay_steps.numpy()) == 2 * 50 and budget.model.stop_training
+    assert budget.planned == 14 and float(decay_steps.numpy()) == 14 * 50 and not budget.model.stop_training
+    budget.first_epoch_end -= 200  # epochs turned out to take 102 s: the plan shrinks to the epoch just done
+    budget.on_epoch_end(2)
+    assert budget.planned == 3 and float(decay_steps.numpy()) == 3 * 50 and budget.model.stop_training
+
+    spent, _ = budget_for(2, SimpleNamespace(seconds_per_image=None, images=np.zeros((25, 1))))
+    spent.on_epoch_end(0)  # the budget was spent before the first epoch ended: it stops there
+    assert spent.planned == 1 and spent.model.stop_training
 
 
 @pytest.mark.parametrize(
@@ -277,3 +288,15 @@ def test_small_photographs_train_and_are_judged_at_their_own_size(tiny_data, tmp
     result = DefectClassifier(model_dir).predict([photo], threshold=0.0)[0]
     x0, y0, x1, y1 = result.box  # at threshold 0 every image is flagged and gets a box
     assert 0 <= x0 < x1 <= 176 and 0 <= y0 < y1 <= 120
+
+
+def test_a_settings_file_gets_the_defaults_and_a_saved_config_the_values_it_ran_with(tmp_path):
+    settings = tmp_path / "settings.json"
+    settings.write_text('{"epochs": 100}')
+    given = TrainConfig.from_file(settings)
+    assert given.epochs == 100 and given.time_budget == TrainConfig().time_budget
+    assert given.test_time_views == TrainConfig().test_time_views
+    folder_config = tmp_path / "defect_config.json"  # a model folder's, written before both settings existed
+    folder_config.write_text(json.dumps({"training_config": {"epochs": 100}}))
+    saved = TrainConfig.from_file(folder_config)
+    assert (saved.epochs, saved.time_budget, saved.test_time_views) == (100, 0.0, 1)

@@ -184,7 +184,9 @@ class WholeImageValidation(keras.callbacks.Callback):
         peaks = np.concatenate(
             [self.seg(b).numpy().max(axis=(1, 2, 3)) for b in full_image_batches(self.images)]
         )
-        self.seconds_per_image = (time.perf_counter() - started) / len(self.images)
+        # The fastest pass: the first also compiles the map for whole images.
+        seconds = (time.perf_counter() - started) / len(self.images)
+        self.seconds_per_image = min(seconds, self.seconds_per_image or seconds)
         auc = self.scores[epoch] = float(roc_auc_score(self.labels, peaks))
         if logs is not None:
             logs["val_auc"] = auc  # for TensorBoard; the history gets the full series at the end
@@ -212,11 +214,12 @@ class WholeImageValidation(keras.callbacks.Callback):
 class TimeBudget(keras.callbacks.Callback):
     """Fit the training into `config.time_budget` minutes from `started`, on any machine.
 
-    After each epoch, the epochs affordable at the average cost of those so far (crops, whole-image
-    validations and hard-negative searches included), after setting aside what fitting the decision
-    will take, set where the cosine learning-rate schedule ends (`decay_steps`, a variable the
-    schedule reads at every step) and where training stops. The first epoch also compiles the
-    training step, so later epochs are timed from its end.
+    Once a whole-image validation has been timed, after each epoch the epochs affordable at the
+    average cost of those since the first (which also compiles the training step), validations and
+    hard-negative searches included, after setting aside what the last validation and fitting the
+    decision will take, set where the cosine learning-rate schedule ends (`decay_steps`, a variable
+    the schedule reads at every step) and where training stops. Before that it only stops a run
+    whose time is already spent.
     """
 
     def __init__(self, config: TrainConfig, started: float, decay_steps: keras.Variable, validation: WholeImageValidation,
@@ -228,18 +231,17 @@ class TimeBudget(keras.callbacks.Callback):
         self.decision_images = decision_images
         self.planned = config.epochs
 
-    def on_train_begin(self, logs=None):
-        self.fit_started = time.time()
-
     def on_epoch_end(self, epoch, logs=None):
         now = time.time()
         if epoch == 0:
             self.first_epoch_end = now
-            per_epoch = now - self.fit_started
+        per_image = self.validation.seconds_per_image
+        if per_image is None:
+            planned = epoch + 1 if now >= self.deadline else self.planned
         else:
             per_epoch = (now - self.first_epoch_end) / epoch
-        reserve = (self.validation.seconds_per_image or 0.0) * self.views * self.decision_images
-        planned = min(self.params["epochs"], epoch + 1 + max(0, int((self.deadline - now - reserve) // per_epoch)))
+            reserve = per_image * (self.views * self.decision_images + len(self.validation.images))
+            planned = min(self.params["epochs"], epoch + 1 + max(0, int((self.deadline - now - reserve) // per_epoch)))
         if planned != self.planned:
             self.planned = planned
             self.decay_steps.assign(float(planned * self.steps_per_epoch))
@@ -302,7 +304,10 @@ def train_compact(config: TrainConfig, fit_samples, val_samples, strategy, out: 
         validation,
         keras.callbacks.TensorBoard(log_dir=str(out / "logs")),
     ]
-    if config.time_budget:
+    if config.time_budget and config.distribute == "multiworker":
+        log.warning("--time-budget is not applied with --distribute multiworker (each worker has its own clock): "
+                    "all %d epochs are trained", config.epochs)
+    elif config.time_budget:
         # First, so the validation and the miner see its decision to stop.
         callbacks.insert(0, TimeBudget(config, started, decay_steps, validation, len(images) + len(v_images)))
     try:

@@ -56,7 +56,9 @@ class TrainConfig:
         "Share of the test split moved into training, stratified by kind of defect, when the train split has no "
         "defective images (MVTec AD keeps every defect under test/).",
     )
-    seed: int = option(0, "Random seed of splits, initialisation and sampling: the same seed and data repeat a run.")
+    seed: int = option(
+        0, "Random seed of splits, initialisation and sampling: the same seed and data repeat a run (if --time-budget did not cut it)."
+    )
     # model
     backbone: str = option(
         "compact",
@@ -83,13 +85,14 @@ class TrainConfig:
     batch_size: int = option(16, "Images (compact: crops) per training step.")
     epochs: int = option(64, "Most epochs to train.")
     steps_per_epoch: int = option(50, "compact only: batches per epoch, whatever the dataset size.")
-    # Above what the default run takes on 2 float32 cores: it caps runs that large datasets or
-    # slow machines would stretch, without cutting the default one.
+    # What a line engineer waits for on 2 CPU cores: the default run fits it where bfloat16 exists;
+    # a float32 CPU gets fewer epochs and a weaker model (docs/experiments.md), or passes 0.
     time_budget: float = option(
-        60.0,
+        15.0,
         "compact only: minutes from decoding the images to the fitted decision; the epochs are sized to fit this "
-        "machine's speed (measured as it trains) and the learning-rate schedule ends with them. 0: train all --epochs "
-        "(what repeats a run exactly on another machine).",
+        "machine's speed (measured as it trains) and the learning-rate schedule ends with them, so a run it cuts "
+        "depends on the machine and its load. 0: train all --epochs. Not applied with --distribute multiworker "
+        "(each worker has its own clock).",
     )
     # Half the default run: the score is noisy, and one lucky early epoch must not end a run before
     # the learning rate has decayed.
@@ -123,7 +126,9 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
+    def from_dict(cls, values: dict, saved: bool = True) -> "TrainConfig":
+        """A config from its fields; `saved` (a model folder's `training_config`) fills a field it
+        predates with the value such runs had, a file of settings gets the defaults."""
         known = {f.name for f in dataclasses.fields(cls) if f.init}
         values = {k: v for k, v in values.items() if k != "class_names"}
         if "target_recall" in values:  # how configs saved before operating points said it
@@ -132,7 +137,7 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training setting(s): {', '.join(unknown)}")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-        return cls(**{**SAVED_BEFORE, **values})
+        return cls(**{**(SAVED_BEFORE if saved else {}), **values})
 
     @classmethod
     def from_file(cls, path) -> "TrainConfig":
@@ -144,7 +149,9 @@ class TrainConfig:
             raise ValueError(f"--config {path} cannot be read as JSON ({err})") from None
         if not isinstance(values, dict):
             raise ValueError(f"--config {path} must hold a JSON object of settings")
-        return cls.from_dict(values.get("training_config", values))
+        if "training_config" in values:
+            return cls.from_dict(values["training_config"])
+        return cls.from_dict(values, saved=False)
 
     def with_working_size(self, image_shapes) -> "TrainConfig":
         """The config with `image_size` 0 resolved from the training images' (height, width), and the
