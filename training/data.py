@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 from tqdm import tqdm
 
 from defect_inference import IMAGE_SUFFIXES, ImageError, read_image, to_gray, to_working_size
