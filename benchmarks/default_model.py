@@ -5,7 +5,10 @@ settings (what `make demo` runs), and prints a markdown table of the test-split 
 hit rate, the training time and the peak memory; the headline (accuracy, recall, false alarms,
 ROC AUC) is the last line.
 
-    .venv/bin/python benchmarks/default_model.py [--data data/synthetic] [--out runs/default] [--seed 0] [--reuse]
+    .venv/bin/python benchmarks/default_model.py [--data data/synthetic] [--out runs/default] [--seed 0] [--reuse] [TRAIN OPTIONS]
+
+Any `train` option after the benchmark's own (e.g. `--time-budget 0`) changes that setting; the
+command printed above the table names them.
 
 `--reuse` takes the model that an earlier run of the same settings wrote to OUT instead of training
 again, and re-decides its threshold on the same validation split as `train` does (training does not
@@ -30,16 +33,17 @@ def reuse(config) -> dict:
     from dataclasses import replace
 
     from training.config import TrainConfig
+    from training.data import check_readable
     from training.evaluate import evaluate_model
     from training.rethreshold import redecide
     from training.splits import held_out_splits
 
     model_dir = Path(config.out) / "model"
     saved = TrainConfig.from_file(model_dir / "defect_config.json")
-    if replace(saved, operating_point=config.operating_point) != config:
+    fit, val, test, _ = held_out_splits(config)
+    if replace(saved, operating_point=config.operating_point) != config.with_working_size(check_readable(fit)):
         raise SystemExit(f"{model_dir} was trained with other settings than the defaults: train it again")
     old = json.loads((model_dir / "metrics.json").read_text())
-    _, val, test, _ = held_out_splits(config)
     report = redecide(model_dir, val, config.operating_point, "validation split")
     metrics = evaluate_model(model_dir, test, plots_dir=model_dir)
     metrics.update(train_seconds=old["train_seconds"], epochs_run=old["epochs_run"], validation=report)
@@ -53,7 +57,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/default"))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reuse", action="store_true", help="re-decide and re-measure the model already in OUT")
-    args = parser.parse_args()
+    args, rest = parser.parse_known_args()
+    from training.cli import train_overrides
+
+    changed = train_overrides(rest, parser.prog)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     from training.config import TrainConfig
@@ -62,7 +69,8 @@ def main() -> None:
 
     if not (args.data / "train" / "metadata.csv").is_file():
         generate(GenerateConfig(args.data))
-    config = TrainConfig(data=str(args.data), out=str(args.out), seed=args.seed)
+    config = TrainConfig(data=str(args.data), out=str(args.out), seed=args.seed, **changed)
+    config.validate()
     started = time.time()
     metrics = reuse(config) if args.reuse else train(config)
     wall = time.time() - started
@@ -79,7 +87,8 @@ def main() -> None:
         ("box centre inside the labelled defect", f"{metrics['box_hit_rate']:.2f} of {metrics['box_hit_n']} found defects"),
         ("training on 2 CPU cores", f"{metrics['train_seconds'] / 60:.1f} min {cost}"),
     ]
-    print(f"\n`defect-classifier train --data {shlex.quote(str(args.data))} --seed {args.seed}` (operating point {val['operating_point']}):\n")
+    given = "".join(f" {shlex.quote(option)}" for option in rest)
+    print(f"\n`defect-classifier train --data {shlex.quote(str(args.data))} --seed {args.seed}{given}` (operating point {val['operating_point']}):\n")
     print("| on the generated test split | |\n|---|---|")
     for name, value in rows:
         print(f"| {name} | {value} |")

@@ -13,7 +13,10 @@ Each tile was photographed under several exposures (`exp1`..`exp6`, with nearby 
 random split tests on near-copies of training images. The split here is grouped by tile (the
 `num` id's thousands) unless `--ungrouped`; the last line says which.
 
-    python benchmarks/real_surfaces.py --out runs/real_surfaces [--seed 0] [--ungrouped]
+    python benchmarks/real_surfaces.py --out runs/real_surfaces [--seed 0] [--ungrouped] [TRAIN OPTIONS]
+
+Any `train` option after the benchmark's own (e.g. `--image-size 256`) changes that setting for an
+experiment; the last line names the settings that differ from the defaults.
 """
 
 from __future__ import annotations
@@ -93,11 +96,15 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the split and of the training")
     parser.add_argument("--ungrouped", action="store_true", help="split at random, exposures of one tile on both sides")
     parser.add_argument("--layout-only", action="store_true", help="write the split and stop")
-    args = parser.parse_args()
+    args, rest = parser.parse_known_args()
+    from training.cli import train_overrides
+
+    changed = train_overrides(rest, parser.prog)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     counts = lay_out(args.data, args.out / "data", args.seed, grouped=not args.ungrouped)
     split = f"{'grouped by tile' if not args.ungrouped else 'ungrouped'}, stratified by kind, seed {args.seed}"
+    split += "".join(f", {name}={value}" for name, value in changed.items()) or ", default settings"
     print(f"magnetic tiles laid out in {args.out / 'data'}: {counts['train']} train / {counts['test']} test photographs ({split})")
     if args.layout_only:
         return
@@ -106,7 +113,9 @@ def main() -> None:
     from training.train import train
 
     started = time.time()
-    metrics = train(TrainConfig(data=str(args.out / "data"), out=str(args.out / "run"), seed=args.seed))
+    config = TrainConfig(data=str(args.out / "data"), out=str(args.out / "run"), seed=args.seed, **changed)
+    config.validate()
+    metrics = train(config)
     wall = time.time() - started
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2
     at = metrics["recall_at_false_alarms"]

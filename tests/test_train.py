@@ -105,6 +105,7 @@ def test_predict_cli_reports_bad_files_and_predicts_the_rest(trained, tiny_data,
         ({"scale_jitter": 0.5}, "scale-jitter"),
         ({"gamma_jitter": -0.1}, "gamma-jitter"),
         ({"test_time_views": 3}, "test-time-views"),
+        ({"time_budget": -1.0}, "time-budget"),
     ],
 )
 def test_bad_settings_are_refused_before_work(change, message):
@@ -201,3 +202,101 @@ def test_the_same_seed_gives_the_same_model_and_metrics(tiny_data, tmp_path):
     assert runs[0][0] == runs[1][0]
     for a, b in zip(runs[0][1], runs[1][1], strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_time_budget_smaller_than_one_epoch_trains_one_scored_epoch(tiny_data, tmp_path):
+    from training.train import train
+
+    config = TrainConfig(data=str(tiny_data), out=str(tmp_path / "run"), image_size=128, crop_size=64, epochs=5,
+                         steps_per_epoch=3, validate_every=2, time_budget=1e-4, operating_point="recall=0.5", seed=7)
+    metrics = train(config)
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert metrics["epochs_run"] == 1 and len(history["loss"]) == 1
+    # The epoch the budget ends at is validated, although validate_every would skip it.
+    assert history["val_auc"][0] is not None
+    card = (tmp_path / "run" / "model" / "README.md").read_text()
+    assert "stopped before its 5 epochs with a 0.0001-min time budget" in card
+
+
+def test_the_time_budget_plans_the_epochs_that_fit_and_ends_the_schedule_with_them():
+    import time
+    from types import SimpleNamespace
+
+    from training.compact_training import TimeBudget
+
+    def budget_for(minutes_ago: float, validation):
+        config = TrainConfig(epochs=64, steps_per_epoch=50, test_time_views=4, time_budget=1.0)
+        decay_steps = keras.Variable(64 * 50.0, trainable=False)
+        budget = TimeBudget(config, started=time.time() - 60 * minutes_ago, decay_steps=decay_steps, validation=validation,
+                            decision_images=100)
+        budget.set_model(keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)]))
+        budget.set_params({"epochs": 64})
+        budget.model.stop_training = False  # as fit starts it
+        return budget, decay_steps
+
+    validation = SimpleNamespace(seconds_per_image=None, images=np.zeros((25, 1)))
+    budget, decay_steps = budget_for(5 / 60, validation)  # 55 s of the minute left
+    budget.on_epoch_end(0)  # nothing timed yet: no plan
+    assert budget.planned == 64 and float(decay_steps.numpy()) == 64 * 50 and not budget.model.stop_training
+    validation.seconds_per_image = 0.01  # the last validation and the decision: 0.01 s x (4 views x 100 + 25) = 4.25 s
+    budget.first_epoch_end = time.time() - 4  # the second epoch took 4 s: 12 more fit in the 50.75 s left
+    budget.on_epoch_end(1)
+    assert budget.planned == 14 and float(decay_steps.numpy()) == 14 * 50 and not budget.model.stop_training
+    budget.first_epoch_end -= 200  # epochs turned out to take 102 s: the plan shrinks to the epoch just done
+    budget.on_epoch_end(2)
+    assert budget.planned == 3 and float(decay_steps.numpy()) == 3 * 50 and budget.model.stop_training
+
+    spent, _ = budget_for(2, SimpleNamespace(seconds_per_image=None, images=np.zeros((25, 1))))
+    spent.on_epoch_end(0)  # the budget was spent before the first epoch ended: it stops there
+    assert spent.planned == 1 and spent.model.stop_training
+
+
+@pytest.mark.parametrize(
+    "shapes, given, size, crop",
+    [
+        ([(250, 370)] * 3 + [(600, 400)], {}, 376, 256),  # the median longer side, rounded up to a multiple of 8
+        ([(3000, 4000)] * 2, {}, 512, 256),  # large frames: at most the largest automatic size
+        ([(40, 50)], {}, 64, 64),  # tiny images: at least 64 px, the crop cut to it
+        ([(250, 370)], {"image_size": 256}, 256, 256),  # a size given is kept
+    ],
+)
+def test_the_working_resolution_comes_from_the_training_images(shapes, given, size, crop):
+    config = TrainConfig(**given).with_working_size(shapes)
+    assert (config.image_size, config.crop_size) == (size, crop)
+    config.validate()
+
+
+def test_small_photographs_train_and_are_judged_at_their_own_size(tiny_data, tmp_path):
+    """Photographs of 176x120 px train a model working at 176 px, not blown up to 512, which
+    classifies them with boxes in their own pixels."""
+    from PIL import Image
+
+    from training.train import train
+
+    data = tmp_path / "photos"
+    for source in sorted((tiny_data / "train").glob("*/*.png")):
+        target = data / "train" / source.parent.name / source.name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        Image.open(source).resize((176, 120), Image.BILINEAR).save(target)
+    metrics = train(TrainConfig(data=str(data), out=str(tmp_path / "run"), epochs=2, steps_per_epoch=3, seed=1))
+    model_dir = tmp_path / "run" / "model"
+    info = json.loads((model_dir / "defect_config.json").read_text())
+    assert info["image_size"] == 176
+    assert (info["training_config"]["image_size"], info["training_config"]["crop_size"]) == (176, 176)
+    assert metrics["n_test"] > 0
+    photo = read_image(next((data / "train" / "defects").glob("*.png")))
+    result = DefectClassifier(model_dir).predict([photo], threshold=0.0)[0]
+    x0, y0, x1, y1 = result.box  # at threshold 0 every image is flagged and gets a box
+    assert 0 <= x0 < x1 <= 176 and 0 <= y0 < y1 <= 120
+
+
+def test_a_settings_file_gets_the_defaults_and_a_saved_config_the_values_it_ran_with(tmp_path):
+    settings = tmp_path / "settings.json"
+    settings.write_text('{"epochs": 100}')
+    given = TrainConfig.from_file(settings)
+    assert given.epochs == 100 and given.time_budget == TrainConfig().time_budget
+    assert given.test_time_views == TrainConfig().test_time_views
+    folder_config = tmp_path / "defect_config.json"  # a model folder's, written before both settings existed
+    folder_config.write_text(json.dumps({"training_config": {"epochs": 100}}))
+    saved = TrainConfig.from_file(folder_config)
+    assert (saved.epochs, saved.time_budget, saved.test_time_views) == (100, 0.0, 1)

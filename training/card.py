@@ -63,6 +63,11 @@ def trained_on_generated_data(metrics: dict) -> bool:
     return bool((metrics.get("data") or {}).get("generated"))
 
 
+def budget_may_have_cut(config: dict, metrics: dict) -> bool:
+    """Whether a run with `--time-budget` ended before its `--epochs` (the budget or patience did)."""
+    return bool(config.get("time_budget")) and metrics.get("epochs_run", config["epochs"]) < config["epochs"]
+
+
 def render_model_card(
     model_dir, repo_id: str = "USER/NAME", dataset_repo: str | None = None, license: str | None = None,
     widget: list[dict] | None = None,
@@ -118,7 +123,9 @@ def render_model_card(
         training_summary=(
             f"Backbone `{config['backbone']}`, {metrics.get('epochs_run', '?')} epochs {what} "
             f"of {config['image_size']}-px images, {metrics.get('train_seconds', '?')} s on the training machine. "
-            "Every setting, so the run can be repeated:"
+            + ("Every setting, so the run can be repeated:" if not budget_may_have_cut(config, metrics) else
+               f"It stopped before its {config['epochs']} epochs with a {config['time_budget']:g}-min time budget, which "
+               "sizes the epochs to the machine: elsewhere the settings repeat it only approximately. Every setting:")
         ),
         split_summary=split_summary(metrics.get("splits")),
         training_config=json.dumps(config, indent=2),

@@ -84,6 +84,17 @@ def add_config_arguments(parser: argparse.ArgumentParser, cls=TrainConfig) -> No
         group.add_argument(flag, **kwargs)
 
 
+def train_overrides(options: list[str], prog: str, reserved=("data", "out", "seed")) -> dict:
+    """`train` options a benchmark passes on (those after its own), as TrainConfig fields; the
+    `reserved` ones are the benchmark's to set."""
+    settings = argparse.ArgumentParser(prog=f"{prog} TRAIN OPTIONS")
+    add_config_arguments(settings)
+    changed = {k: tuple(v) if isinstance(v, list) else v for k, v in vars(settings.parse_args(options)).items()}
+    if set(reserved) & set(changed):
+        settings.error(f"{', '.join('--' + name for name in reserved)} are the benchmark's own: give them before any train option")
+    return changed
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
     """`--config FILE` (or the defaults), with every setting typed on the command line on top."""
     base = TrainConfig.from_file(args.config) if args.config else TrainConfig()

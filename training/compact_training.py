@@ -11,6 +11,7 @@ with only a class label still train the decision (multiple-instance style).
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import keras
@@ -146,7 +147,7 @@ class HardNegativeMiner(keras.callbacks.Callback):
         self.sampler, self.seg, self.every = sampler, seg, every
 
     def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.every:
+        if (epoch + 1) % self.every or self.model.stop_training:  # no search for an epoch that is not coming
             return
         sampler = self.sampler
         # Only crops taken at a peak need one: defect-free images and defects without an ellipse.
@@ -173,13 +174,19 @@ class WholeImageValidation(keras.callbacks.Callback):
         self.seg, self.images, self.labels, self.every, self.patience = seg, images, labels, every, patience
         self.scores: dict[int, float] = {}
         self.best_weights = None
+        self.seconds_per_image: float | None = None  # of one pass, for the time budget's plan
 
     def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.every and epoch + 1 != self.params["epochs"]:
+        # The time budget sets stop_training before this runs: the epoch it ends at is scored too.
+        if (epoch + 1) % self.every and epoch + 1 != self.params["epochs"] and not self.model.stop_training:
             return
+        started = time.perf_counter()
         peaks = np.concatenate(
             [self.seg(b).numpy().max(axis=(1, 2, 3)) for b in full_image_batches(self.images)]
         )
+        # The fastest pass: the first also compiles the map for whole images.
+        seconds = (time.perf_counter() - started) / len(self.images)
+        self.seconds_per_image = min(seconds, self.seconds_per_image or seconds)
         auc = self.scores[epoch] = float(roc_auc_score(self.labels, peaks))
         if logs is not None:
             logs["val_auc"] = auc  # for TensorBoard; the history gets the full series at the end
@@ -202,6 +209,45 @@ class WholeImageValidation(keras.callbacks.Callback):
 
     def history(self, epochs_run: int) -> list[float | None]:
         return [self.scores.get(epoch) for epoch in range(epochs_run)]
+
+
+class TimeBudget(keras.callbacks.Callback):
+    """Fit the training into `config.time_budget` minutes from `started`, on any machine.
+
+    Once a whole-image validation has been timed, after each epoch the epochs affordable at the
+    average cost of those since the first (which also compiles the training step), validations and
+    hard-negative searches included, after setting aside what the last validation and fitting the
+    decision will take, set where the cosine learning-rate schedule ends (`decay_steps`, a variable
+    the schedule reads at every step) and where training stops. Before that it only stops a run
+    whose time is already spent.
+    """
+
+    def __init__(self, config: TrainConfig, started: float, decay_steps: keras.Variable, validation: WholeImageValidation,
+                 decision_images: int):
+        super().__init__()
+        self.deadline = started + 60.0 * config.time_budget
+        self.decay_steps, self.validation = decay_steps, validation
+        self.steps_per_epoch, self.views = config.steps_per_epoch, config.test_time_views
+        self.decision_images = decision_images
+        self.planned = config.epochs
+
+    def on_epoch_end(self, epoch, logs=None):
+        now = time.time()
+        if epoch == 0:
+            self.first_epoch_end = now
+        per_image = self.validation.seconds_per_image
+        if per_image is None:
+            planned = epoch + 1 if now >= self.deadline else self.planned
+        else:
+            per_epoch = (now - self.first_epoch_end) / epoch
+            reserve = per_image * (self.views * self.decision_images + len(self.validation.images))
+            planned = min(self.params["epochs"], epoch + 1 + max(0, int((self.deadline - now - reserve) // per_epoch)))
+        if planned != self.planned:
+            self.planned = planned
+            self.decay_steps.assign(float(planned * self.steps_per_epoch))
+            log.info("time budget: %d of %d epochs fit (%.1f min left)", planned, self.params["epochs"], (self.deadline - now) / 60)
+        if epoch + 1 >= planned:
+            self.model.stop_training = True
 
 
 def defect_map_function(trainer: keras.Model):
@@ -231,6 +277,7 @@ def fit_decision_head(models: CompactModels, images: np.ndarray, labels: np.ndar
 
 def train_compact(config: TrainConfig, fit_samples, val_samples, strategy, out: Path):
     """Train the compact net on crops; returns (classifier, history, validation P(defects))."""
+    started = time.time()
     images, shapes = decode_images(fit_samples, config.image_size, desc="decoding train")
     masks, known, centres = defect_targets(fit_samples, shapes, config.image_size)
     labels = np.array([s.defective for s in fit_samples], np.int64)
@@ -241,13 +288,21 @@ def train_compact(config: TrainConfig, fit_samples, val_samples, strategy, out: 
     policy = resolve_precision(config.precision)
     log.info("compute precision: %s", policy)
     keras.mixed_precision.set_global_policy(policy)
+    budget = config.time_budget and config.distribute != "multiworker"
+    if config.time_budget and not budget:
+        log.warning("--time-budget is not applied with --distribute multiworker (each worker has its own clock): "
+                    "all %d epochs are trained", config.epochs)
     with strategy.scope():
         models = build_compact(config)
         trainer = models.trainer
+        # A variable only when a budget can move the schedule's end: a schedule over a variable
+        # instead of a constant trains other weights from the same seed (measured; the float
+        # rounding of its division, presumably), and a run without a budget must repeat exactly.
+        decay_steps = config.epochs * len(sampler)
+        if budget:
+            decay_steps = keras.Variable(float(decay_steps), trainable=False, name="decay_steps")
         trainer.compile(
-            optimizer=keras.optimizers.Adam(
-                keras.optimizers.schedules.CosineDecay(config.learning_rate, config.epochs * len(sampler), alpha=0.05)
-            ),
+            optimizer=keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(config.learning_rate, decay_steps, alpha=0.05)),
             loss={"seg": keras.losses.BinaryCrossentropy(from_logits=True), "p_defects": keras.losses.BinaryCrossentropy()},
             loss_weights={"seg": config.seg_loss_weight, "p_defects": 1.0},
         )
@@ -258,6 +313,9 @@ def train_compact(config: TrainConfig, fit_samples, val_samples, strategy, out: 
         validation,
         keras.callbacks.TensorBoard(log_dir=str(out / "logs")),
     ]
+    if budget:
+        # First, so the validation and the miner see its decision to stop.
+        callbacks.insert(0, TimeBudget(config, started, decay_steps, validation, len(images) + len(v_images)))
     try:
         history = trainer.fit(sampler, epochs=config.epochs, callbacks=callbacks, verbose=fit_verbosity()).history
     finally:

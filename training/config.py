@@ -25,8 +25,10 @@ PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 TEST_TIME_VIEWS = (1, 2, 4, 8)
 COMPACT_LAYERS = 7
 # Settings added later, at the value that configs saved before them ran with.
-SAVED_BEFORE = {"test_time_views": 1}
+SAVED_BEFORE = {"test_time_views": 1, "time_budget": 0.0}
 DEFAULT_OPERATING_POINT = "cost=2"
+# The largest working resolution `--image-size 0` chooses: what the default was when it was fixed.
+AUTO_IMAGE_SIZE = 512
 
 
 def option(default, help: str, choices=None, **kwargs):
@@ -54,7 +56,9 @@ class TrainConfig:
         "Share of the test split moved into training, stratified by kind of defect, when the train split has no "
         "defective images (MVTec AD keeps every defect under test/).",
     )
-    seed: int = option(0, "Random seed of splits, initialisation and sampling: the same seed and data repeat a run.")
+    seed: int = option(
+        0, "Random seed of splits, initialisation and sampling: the same seed and data repeat a run (if --time-budget did not cut it)."
+    )
     # model
     backbone: str = option(
         "compact",
@@ -64,16 +68,32 @@ class TrainConfig:
     weights: str = option("imagenet", "efficientnet_b0 only: 'imagenet' (downloaded once), 'none', or a local weights file.")
     fine_tune: bool = option(False, "efficientnet_b0 only: after the head, also train the backbone's top blocks at a low learning rate.")
     fine_tune_epochs: int = option(5, "efficientnet_b0 only: epochs of training with --fine-tune.")
-    image_size: int = option(512, "Working resolution: every image is resized to this square (pixels, a multiple of 8) inside the model.")
+    image_size: int = option(
+        0,
+        f"Working resolution: every image is resized to this square (pixels, a multiple of 8) inside the model. 0: from "
+        f"the data, the median longer side of the training images rounded up to a multiple of 8, at most {AUTO_IMAGE_SIZE} "
+        f"(small photographs are not blown up); the size chosen is saved with the model.",
+    )
     widths: tuple[int, ...] = option(
         (16, 32, 32, 64, 64, 64, 64), f"compact only: the number of filters of each of its {COMPACT_LAYERS} convolution layers."
     )
     norm: str = option("instance", "compact only: 'instance' (each image normalised by its own statistics, the same in training and use) or 'batch'.", NORMS)
     # training
-    crop_size: int = option(256, "compact only: side of the square crops it trains on (a multiple of 8, at most --image-size).")
+    crop_size: int = option(
+        256, "compact only: side of the square crops it trains on (a multiple of 8, at most --image-size; cut to the size --image-size 0 chooses)."
+    )
     batch_size: int = option(16, "Images (compact: crops) per training step.")
     epochs: int = option(64, "Most epochs to train.")
     steps_per_epoch: int = option(50, "compact only: batches per epoch, whatever the dataset size.")
+    # What a line engineer waits for on 2 CPU cores: the default run fits it where bfloat16 exists;
+    # a float32 CPU gets fewer epochs and a weaker model (docs/experiments.md), or passes 0.
+    time_budget: float = option(
+        15.0,
+        "compact only: minutes from decoding the images to the fitted decision; the epochs are sized to fit this "
+        "machine's speed (measured as it trains) and the learning-rate schedule ends with them, so a run it cuts "
+        "depends on the machine and its load. 0: train all --epochs. Not applied with --distribute multiworker "
+        "(each worker has its own clock).",
+    )
     # Half the default run: the score is noisy, and one lucky early epoch must not end a run before
     # the learning rate has decayed.
     patience: int = option(32, "Epochs without a better validation score before training stops early.")
@@ -106,7 +126,9 @@ class TrainConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
+    def from_dict(cls, values: dict, saved: bool = True) -> "TrainConfig":
+        """A config from its fields; `saved` (a model folder's `training_config`) fills a field it
+        predates with the value such runs had, a file of settings gets the defaults."""
         known = {f.name for f in dataclasses.fields(cls) if f.init}
         values = {k: v for k, v in values.items() if k != "class_names"}
         if "target_recall" in values:  # how configs saved before operating points said it
@@ -115,7 +137,7 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown training setting(s): {', '.join(unknown)}")
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
-        return cls(**{**SAVED_BEFORE, **values})
+        return cls(**{**(SAVED_BEFORE if saved else {}), **values})
 
     @classmethod
     def from_file(cls, path) -> "TrainConfig":
@@ -127,7 +149,18 @@ class TrainConfig:
             raise ValueError(f"--config {path} cannot be read as JSON ({err})") from None
         if not isinstance(values, dict):
             raise ValueError(f"--config {path} must hold a JSON object of settings")
-        return cls.from_dict(values.get("training_config", values))
+        if "training_config" in values:
+            return cls.from_dict(values["training_config"])
+        return cls.from_dict(values, saved=False)
+
+    def with_working_size(self, image_shapes) -> "TrainConfig":
+        """The config with `image_size` 0 resolved from the training images' (height, width), and the
+        crop cut to it; an explicit size is kept as given."""
+        if self.image_size:
+            return self
+        longer = sorted(max(shape) for shape in image_shapes)
+        size = min(AUTO_IMAGE_SIZE, max(64, -(-longer[len(longer) // 2] // 8) * 8))
+        return dataclasses.replace(self, image_size=size, crop_size=min(self.crop_size, size))
 
     def validate(self) -> None:
         """Refuse settings that cannot work, all at once, before any long work starts."""
@@ -155,11 +188,12 @@ class TrainConfig:
             Request.parse(self.operating_point)
         except ValueError as err:
             yield f"--operating-point: {err}"
-        if self.image_size < 64 or self.image_size % 8:
+        if self.image_size and (self.image_size < 64 or self.image_size % 8):
             # EfficientNet-B0 downsamples 32x; below 64 px its last map is 1x1 and the heat map is empty.
-            yield f"--image-size must be a multiple of 8 and at least 64, got {self.image_size}"
-        if self.backbone == "compact" and (not 32 <= self.crop_size <= self.image_size or self.crop_size % 8):
-            yield f"--crop-size must be a multiple of 8 between 32 and --image-size ({self.image_size}), got {self.crop_size}"
+            yield f"--image-size must be 0 (from the data) or a multiple of 8 and at least 64, got {self.image_size}"
+        largest = self.image_size or AUTO_IMAGE_SIZE
+        if self.backbone == "compact" and (not 32 <= self.crop_size <= largest or self.crop_size % 8):
+            yield f"--crop-size must be a multiple of 8 between 32 and --image-size ({largest}), got {self.crop_size}"
         if len(self.widths) != COMPACT_LAYERS or any(not isinstance(w, int) or w < 1 for w in self.widths):
             yield f"--widths must be {COMPACT_LAYERS} positive whole numbers, got {' '.join(map(str, self.widths))}"
         if not 0.0 <= self.scale_jitter < 0.5:
@@ -179,6 +213,8 @@ class TrainConfig:
         for name in ("hard_negative_fraction", "synthetic_fraction"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 yield f"--{_flag(name)} must be in [0, 1], got {getattr(self, name)}"
+        if not self.time_budget >= 0:
+            yield f"--time-budget must be 0 (no budget) or a number of minutes above 0, got {self.time_budget}"
         if not self.learning_rate > 0:
             yield f"--learning-rate must be above 0, got {self.learning_rate}"
         if not self.seg_loss_weight >= 0:

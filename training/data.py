@@ -564,30 +564,33 @@ def decode_images(
     return images, shapes
 
 
-def check_readable(samples: list[Sample]) -> None:
+def check_readable(samples: list[Sample]) -> list[tuple[int, int]]:
     """Open every image and mask in full, and list every one that cannot be read or does not
-    fit in one error: a run must not find a broken test image after an hour of training."""
+    fit in one error: a run must not find a broken test image after an hour of training.
+    Returns each image's (height, width)."""
 
-    def check(sample: Sample) -> str | None:
+    def check(sample: Sample) -> tuple[str | None, tuple[int, int]]:
         try:
             shape = read_image(sample.image).shape[:2]
         except ImageError as err:
-            return f"  {sample.name}: {err}"
+            return f"  {sample.name}: {err}", (0, 0)
         if sample.mask is not None:
             try:
                 mask = read_mask(sample.mask)
             except ImageError as err:
-                return f"  {sample.name}: its mask cannot be read ({err})"
+                return f"  {sample.name}: its mask cannot be read ({err})", shape
             if mask.shape != shape:
-                return f"  {sample.name}: its mask is {mask.shape[1]}x{mask.shape[0]} px, the image {shape[1]}x{shape[0]}"
+                return f"  {sample.name}: its mask is {mask.shape[1]}x{mask.shape[0]} px, the image {shape[1]}x{shape[0]}", shape
             if not sample.defective and mask.any():
-                return f"  {sample.name}: labelled no_defects, but its mask marks defect pixels"
-        return None
+                return f"  {sample.name}: labelled no_defects, but its mask marks defect pixels", shape
+        return None, shape
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        problems = [p for p in tqdm(pool.map(check, samples), total=len(samples), desc="checking", unit="img", leave=False) if p]
+        checked = list(tqdm(pool.map(check, samples), total=len(samples), desc="checking", unit="img", leave=False))
+    problems = [problem for problem, _ in checked if problem]
     if problems:
         raise DataError(f"{len(problems)} image(s) or mask(s) cannot be used; fix or remove them:\n" + "\n".join(problems))
+    return [shape for _, shape in checked]
 
 
 def class_weights(positive_share: float) -> dict[int, float]:

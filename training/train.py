@@ -38,7 +38,9 @@ def train(config: TrainConfig) -> dict:
     out = Path(config.out)
     check_model_dir(out / "model")
     fit_samples, val_samples, test_samples, how = held_out_splits(config)
-    check_readable(fit_samples + val_samples + test_samples)
+    shapes = check_readable(fit_samples + val_samples + test_samples)
+    config = config.with_working_size(shapes[: len(fit_samples)])
+    log.info("working resolution: %d px", config.image_size)
     # OUT/logs is this run's (and is published with its model): an earlier run's curves go.
     shutil.rmtree(out / "logs", ignore_errors=True)
 
