@@ -3,7 +3,8 @@
 The model's single sigmoid output is P(defects). Its layer `seg_logits` is a coarse map of where
 the defect is; the heat map and the box come from it. A model on a TF-Hub backbone is a tf-keras
 SavedModel without Keras 3 files and without such a map: it is loaded through
-`keras.layers.TFSMLayer` and gives verdicts without heat map or box.
+`keras.layers.TFSMLayer` and gives verdicts without heat map or box. The ONNX backend (see
+onnx_backend.py) runs the folder's `model.onnx` instead, without TensorFlow, when asked for.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 from PIL import Image
 
 from defect_inference.model_folder import ModelFolderError, load_model_config, resolve_model_dir
+from defect_inference.onnx_backend import ONNX_FILE, OnnxRunner
 from defect_inference.operating_point import Point, Request
 from defect_inference.preprocessing import to_working_size
 
@@ -52,6 +54,8 @@ class Prediction:
 
 
 TRUST_VARIABLE = "TRUST_SAVEDMODEL"
+BACKEND_VARIABLE = "DEFECT_BACKEND"
+BACKENDS = ("keras", "onnx")
 
 
 class DefectClassifier:
@@ -60,23 +64,32 @@ class DefectClassifier:
     Keras 3 files load with Keras's safe mode, which refuses code inside the model (Lambda layers).
     A folder with only a TensorFlow SavedModel (a TF-Hub backbone's) runs whatever graph it holds,
     which no safe mode checks: it loads only with `trust_savedmodel=True` (or TRUST_SAVEDMODEL=1).
+    `backend` is "keras" (the default) or "onnx" (the folder's `model.onnx` on ONNX Runtime); None
+    reads DEFECT_BACKEND.
     """
 
-    def __init__(self, model_dir: str | os.PathLike, trust_savedmodel: bool | None = None):
-        import keras
-        import tensorflow as tf
-
-        model_dir = Path(model_dir)
+    def __init__(self, model_dir: str | os.PathLike, trust_savedmodel: bool | None = None, backend: str | None = None):
+        self.model_dir = model_dir = Path(model_dir)
         self.config = load_model_config(model_dir)
         if trust_savedmodel is None:
             trust_savedmodel = os.environ.get(TRUST_VARIABLE, "") == "1"
+        self.backend = resolve_backend(backend)
         self.class_names: list[str] = list(self.config.class_names)
         self.image_size: int = self.config.image_size
         self.threshold: float = self.config.threshold
+        self.network = None
+        if self.backend == "onnx":
+            self.model = None
+            self._run = OnnxRunner(model_dir, self.config)
+            return
+        import keras
+        import tensorflow as tf
+
         if (model_dir / "config.json").is_file():
             self.model = keras.saving.load_model(model_dir, compile=False, safe_mode=True)
             heat = self.model.get_layer(self.config.heatmap_layer).output
-            both = keras.Model(self.model.inputs, [self.model.outputs[0], heat])
+            # The network ONNX export converts too: (P(defects), the defect map's logits).
+            self.network = both = keras.Model(self.model.inputs, [self.model.outputs[0], heat])
             self._run = tf.function(lambda x: both(x, training=False), reduce_retracing=True)
         else:
             if not trust_savedmodel:
@@ -90,8 +103,9 @@ class DefectClassifier:
             self._run = tf.function(lambda x: (next(iter(serving(x).values())), None), reduce_retracing=True)
 
     @classmethod
-    def from_pretrained(cls, model_id: str, trust_savedmodel: bool | None = None) -> "DefectClassifier":
-        return cls(resolve_model_dir(model_id), trust_savedmodel)
+    def from_pretrained(cls, model_id: str, trust_savedmodel: bool | None = None, backend: str | None = None) -> "DefectClassifier":
+        backend = resolve_backend(backend)
+        return cls(resolve_model_dir(model_id, only=backend_files(backend)), trust_savedmodel, backend)
 
     def threshold_for(self, operating_point=None) -> float:
         """The decision threshold for an operating point (`recall=0.95`, `false-alarms=0.01`,
@@ -123,7 +137,7 @@ class DefectClassifier:
             return []
         threshold = self.threshold if threshold is None else float(threshold)
         size, steps = self.image_size, self.config.preprocessing
-        batch = np.stack([to_working_size(image, size, steps) for image in images])
+        batch = np.stack([to_working_size(image, size, steps, with_tensorflow=self.backend == "keras") for image in images])
         probs, heat = self._run(batch)
         probs = np.asarray(probs).reshape(-1)
         heat = [None] * len(images) if heat is None else 1.0 / (1.0 + np.exp(-np.asarray(heat)[..., 0]))
@@ -141,6 +155,20 @@ class DefectClassifier:
                 )
             )
         return results
+
+
+def resolve_backend(backend: str | None) -> str:
+    """The backend asked for (None: DEFECT_BACKEND, else "keras"), refused by name when unknown."""
+    chosen = backend or os.environ.get(BACKEND_VARIABLE, "").strip() or "keras"
+    if chosen not in BACKENDS:
+        where = "backend" if backend else BACKEND_VARIABLE
+        raise ModelFolderError(f"{where} must be one of {', '.join(BACKENDS)}, got {chosen!r}")
+    return chosen
+
+
+def backend_files(backend: str | None) -> tuple[str, ...]:
+    """The files a backend needs from a Hub repo besides `defect_config.json` (() for Keras's own)."""
+    return (ONNX_FILE,) if resolve_backend(backend) == "onnx" else ()
 
 
 def defect_box(heat: np.ndarray, width: int, height: int) -> tuple[int, int, int, int]:

@@ -175,8 +175,9 @@ def is_hub_repo_id(model_id: str) -> bool:
     return not Path(model_id.split("/", 1)[0]).is_dir()
 
 
-def resolve_model_dir(model_id: str | os.PathLike) -> Path:
-    """A local model folder as it is, or a Hub repo id (optionally `id@revision`) downloaded."""
+def resolve_model_dir(model_id: str | os.PathLike, only: tuple[str, ...] = ()) -> Path:
+    """A local model folder as it is, or a Hub repo id (optionally `id@revision`) downloaded: the
+    files `only` names with `defect_config.json`, or without it what the Keras backend loads."""
     text = os.fspath(model_id)
     if isinstance(model_id, os.PathLike) or not is_hub_repo_id(text):
         path = Path(text).expanduser()
@@ -188,6 +189,8 @@ def resolve_model_dir(model_id: str | os.PathLike) -> Path:
     from huggingface_hub import snapshot_download
 
     repo_id, _, revision = text.removeprefix(HUB_SCHEME).partition("@")
+    if only:
+        return Path(snapshot_download(repo_id=repo_id, revision=revision or None, allow_patterns=[CONFIG_FILE, *only]))
     # Only what loading needs (not the legacy twin, plots, logs or the bundled code): the Keras 3
     # files, or for a TF-Hub model, which has none, its SavedModel.
     folder = Path(snapshot_download(repo_id=repo_id, revision=revision or None, allow_patterns=[CONFIG_FILE, *KERAS_FILES]))

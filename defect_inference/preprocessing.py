@@ -14,21 +14,63 @@ import numpy as np
 from defect_inference.model_folder import Preprocessing
 
 
-def to_working_size(image: np.ndarray, size: int, preprocessing: Preprocessing = Preprocessing()) -> np.ndarray:
+def to_working_size(
+    image: np.ndarray, size: int, preprocessing: Preprocessing = Preprocessing(), with_tensorflow: bool = True
+) -> np.ndarray:
     """(H, W, C) or (H, W) image -> float32 (size, size, C) or (size, size), as the model's `resize` layer does.
 
     The op is TensorFlow's, which is what Keras's resize runs on this backend (the same numbers),
     called on the image's own 8-bit pixels: a 64-MP photograph never exists as floats, which
-    would cost gigabytes and seconds.
+    would cost gigabytes and seconds. `with_tensorflow=False` computes the same resize with SciPy
+    (equal to float32 rounding, ~1e-4 of a grey level) for the ONNX backend, which runs where
+    TensorFlow is not installed.
     """
     array = np.asarray(image)
     if array.shape[:2] == (size, size):
         return array.astype(np.float32)
-    import tensorflow as tf
-
     channels = array[..., None] if array.ndim == 2 else array
-    resized = tf.image.resize(channels, (size, size), method=preprocessing.resize).numpy().astype(np.float32)
+    if with_tensorflow:
+        import tensorflow as tf
+
+        resized = tf.image.resize(channels, (size, size), method=preprocessing.resize).numpy().astype(np.float32)
+    else:
+        resized = _resize_with_scipy(channels, size, preprocessing.resize)
     return resized[..., 0] if array.ndim == 2 else resized
+
+
+def _axis_weights(n_in: int, n_out: int, method: str):
+    """The (n_out, n_in) sparse matrix of one axis of TensorFlow's resize: "area" averages the input
+    pixels an output pixel covers, weighted by the overlap; "bilinear" interpolates at half-pixel
+    centres, clamped at the edges."""
+    from scipy import sparse
+
+    scale, out = n_in / n_out, np.arange(n_out)
+    if method == "area":
+        start, end = out * scale, (out + 1) * scale
+        cols = np.floor(start).astype(np.int64)[:, None] + np.arange(int(np.ceil(scale)) + 1)
+        weights = np.clip(np.minimum(cols + 1, end[:, None]) - np.maximum(cols, start[:, None]), 0, None) / scale
+    else:
+        centre = (out + 0.5) * scale - 0.5
+        low = np.floor(centre)
+        cols = np.stack([low, low + 1], axis=1).astype(np.int64)
+        weights = np.stack([1 - (centre - low), centre - low], axis=1)
+    rows = np.broadcast_to(out[:, None], cols.shape)
+    cols = np.clip(cols, 0, n_in - 1)
+    return sparse.csr_matrix((weights.ravel().astype(np.float32), (rows.ravel(), cols.ravel())), shape=(n_out, n_in))
+
+
+def _resize_with_scipy(channels: np.ndarray, size: int, method: str, rows_at_once: int = 256) -> np.ndarray:
+    """(H, W, C) -> float32 (size, size, C): both axes' weights applied in turn, the input read a
+    band of rows at a time (so a large 8-bit frame is never all floats)."""
+    height, width, depth = channels.shape
+    flat = channels.reshape(height, width * depth)
+    vertical = _axis_weights(height, size, method).tocsc()
+    rows = np.zeros((size, width * depth), np.float32)
+    for start in range(0, height, rows_at_once):
+        rows += vertical[:, start : start + rows_at_once] @ flat[start : start + rows_at_once].astype(np.float32)
+    columns = rows.reshape(size, width, depth).transpose(1, 0, 2).reshape(width, size * depth)
+    resized = (_axis_weights(width, size, method) @ columns).reshape(size, size, depth).transpose(1, 0, 2)
+    return np.ascontiguousarray(resized, dtype=np.float32)
 
 
 def to_gray(rgb: np.ndarray) -> np.ndarray:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+from defect_inference.classifier import BACKENDS, backend_files  # noqa: E402
 from defect_inference.operating_point import REQUEST_HELP, Request  # noqa: E402
 from training.config import TrainConfig  # noqa: E402
 
@@ -41,6 +42,7 @@ def repo_id(text: str) -> str:
     return text
 
 
+BACKEND_HELP = "keras (default), or onnx: the folder's model.onnx on ONNX Runtime (write it with `export --format onnx`)."
 LICENSE_HELP = ("Licence of the published data and model, as a Hub licence id (e.g. cc-by-nc-sa-4.0): the data's terms. "
                 "Required to push a dataset this project did not generate; default for generated data: apache-2.0.")
 
@@ -139,6 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--out", help="Folder for metrics.json and the ROC / confusion-matrix plots.")
     ev.add_argument("--trust-savedmodel", action="store_true", help="Allow a model folder that holds only a TensorFlow SavedModel (a TF-Hub backbone's): loading it runs its graph unchecked.")
     ev.add_argument("--operating-point", metavar="REQUEST", help=f"Measure at this operating point on the model's stored curve ({REQUEST_HELP}) instead of the stored threshold.")
+    ev.add_argument("--backend", choices=BACKENDS, help=BACKEND_HELP)
 
     pr = command("predict", "Classify images, folders (searched recursively) into a CSV: file, P(defects), label, box.")
     pr.add_argument("--model", required=True, help="Model folder, or a Hub repo id (user/name).")
@@ -146,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch-size", type=positive_int, default=16, help="Images per model call (default: 16).")
     pr.add_argument("--trust-savedmodel", action="store_true", help="Allow a model folder that holds only a TensorFlow SavedModel (a TF-Hub backbone's): loading it runs its graph unchecked.")
     pr.add_argument("--operating-point", metavar="REQUEST", help=f"Decide at this operating point ({REQUEST_HELP}) instead of the stored threshold.")
+    pr.add_argument("--backend", choices=BACKENDS, help=BACKEND_HELP)
     pr.add_argument("inputs", nargs="+", help="Image files or folders.")
 
     rt = command("rethreshold", "Re-decide a model's threshold on labelled images of your own line, without retraining.")
@@ -154,8 +158,13 @@ def build_parser() -> argparse.ArgumentParser:
     rt.add_argument("--trust-savedmodel", action="store_true", help="Allow a model folder that holds only a TensorFlow SavedModel (a TF-Hub backbone's): loading it runs its graph unchecked.")
     rt.add_argument("--operating-point", metavar="REQUEST", help=f"The operating point to choose ({REQUEST_HELP}; default: the model's own).")
 
-    ex = command("export", "Re-write an existing model folder with this version's extras (tf-keras twin, handler, core, card).")
+    ex = command("export", "Re-write an existing model folder with this version's extras (tf-keras twin, handler, core, card), or add model.onnx to it.")
     ex.add_argument("--model", required=True, help="The OUT/model folder.")
+    ex.add_argument(
+        "--format", choices=("keras", "onnx"), default="keras",
+        help="keras (default): re-write the folder; onnx: add model.onnx (the network for ONNX Runtime, the decision in its "
+        "metadata), kept only if its outputs equal the Keras model's.",
+    )
 
     pu = command("push", "Push a model folder (and optionally its dataset) to the Hugging Face Hub.")
     pu.add_argument("--model", required=True, help="The OUT/model folder.")
@@ -243,9 +252,12 @@ def _train(args) -> int:
 
 
 def _export(args) -> int:
-    from training.export import reexport
+    from training.export import export_onnx, reexport
 
-    print(f"re-exported {reexport(args.model)}")
+    if args.format == "onnx":
+        print(f"wrote {export_onnx(args.model)}")
+    else:
+        print(f"re-exported {reexport(args.model)}")
     return 0
 
 
@@ -270,13 +282,13 @@ def _evaluate(args) -> int:
     from training.data import load_splits
     from training.evaluate import evaluate_model
 
-    model_dir = resolve_model_dir(args.model)
+    model_dir = resolve_model_dir(args.model, only=backend_files(args.backend))
     splits = load_splits(args.data)
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
     metrics = evaluate_model(
         model_dir, splits.get("test") or splits["train"], plots_dir=args.out, operating_point=args.operating_point,
-        trust_savedmodel=args.trust_savedmodel or None,
+        trust_savedmodel=args.trust_savedmodel or None, backend=args.backend,
     )
     if args.out:
         (Path(args.out) / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -289,7 +301,9 @@ def _predict(args) -> int:
 
     if Path(args.out).is_dir():
         raise ValueError(f"--out {args.out} is a folder: pass the CSV file to write, e.g. {Path(args.out) / 'predictions.csv'}")
-    counts = predict_to_csv(args.model, args.inputs, args.out, args.batch_size, args.operating_point, args.trust_savedmodel or None)
+    counts = predict_to_csv(
+        args.model, args.inputs, args.out, args.batch_size, args.operating_point, args.trust_savedmodel or None, args.backend
+    )
     print(f"wrote {args.out}: {counts['images']} images, {counts['errors']} unreadable")
     return 1 if counts["errors"] == counts["images"] and counts["images"] else 0
 

@@ -107,13 +107,14 @@ def box_hit_rate(samples: list[Sample], results: list[Prediction]) -> tuple[floa
 
 
 def evaluate_model(
-    model_dir, samples: list[Sample], plots_dir=None, history: dict | None = None, operating_point=None, trust_savedmodel=None
+    model_dir, samples: list[Sample], plots_dir=None, history: dict | None = None, operating_point=None, trust_savedmodel=None,
+    backend=None,
 ) -> dict:
     """Metrics of the saved model on `samples`, at its stored threshold or at `operating_point`;
     with `plots_dir`, also the evaluation plots there."""
     from training.plots import PLOT_FILES, write_plots, write_worst_misclassified
 
-    classifier = DefectClassifier(model_dir, trust_savedmodel)
+    classifier = DefectClassifier(model_dir, trust_savedmodel, backend)
     threshold = classifier.threshold_for(operating_point)
     results = predict_samples(classifier, samples, threshold=threshold)
     labels = np.array([s.defective for s in samples])

@@ -11,6 +11,7 @@ the inference core with the Inference Endpoints handler, so the repo runs withou
 from __future__ import annotations
 
 import json
+import logging
 import shutil
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import keras
 
 import defect_inference
 from defect_inference import CONFIG_FILE, HEATMAP_LAYER, ModelConfig, load_model_config
+from defect_inference.onnx_backend import ONNX_FILE, ONNX_TOLERANCE, OnnxRunner, onnx_metadata
 from training.backbones import backbone_for
 from training.config import TrainConfig
 
@@ -96,6 +98,7 @@ def reexport(model_dir) -> Path:
     if not (model_dir / "config.json").is_file():
         raise ValueError(f"{model_dir} holds a TF-Hub model (a tf-keras SavedModel only): re-train it to re-export")
     classifier = keras.saving.load_model(model_dir, compile=False)
+    had_onnx = (model_dir / ONNX_FILE).is_file()
     with tempfile.TemporaryDirectory() as keep:
         kept = [p for p in model_dir.iterdir() if p.name == "metrics.json" or p.suffix == ".png"]
         for path in kept:
@@ -103,6 +106,59 @@ def reexport(model_dir) -> Path:
         export_model(classifier, config, info.threshold, model_dir, curve=info.operating_curve, operating_point=info.operating_point)
         for path in Path(keep).iterdir():
             shutil.copy(path, model_dir / path.name)
+    if had_onnx:
+        export_onnx(model_dir)
     if (model_dir / "metrics.json").is_file():
         render_model_card(model_dir)
     return model_dir
+
+
+def export_onnx(model_dir) -> Path:
+    """Write `model.onnx` into a model folder (see defect_inference.onnx_backend); it is kept only
+    if ONNX Runtime's outputs equal the Keras model's within ONNX_TOLERANCE on sample images."""
+    import tempfile
+
+    import numpy as np
+
+    from defect_inference import DefectClassifier
+
+    model_dir = Path(model_dir)
+    ours = DefectClassifier(model_dir, backend="keras")
+    if ours.network is None:
+        raise ValueError(f"{model_dir} holds a TF-Hub model (a tf-keras SavedModel only), which has no Keras 3 network to convert")
+    size = ours.image_size
+    samples = np.random.default_rng(0).integers(0, 256, (2, size, size, 3)).astype(np.float32)
+    expected = [np.asarray(out) for out in ours._run(samples)]  # the Keras backend's own call
+    logging.getLogger("tf2onnx").setLevel(logging.WARNING)  # its per-pass optimiser report is not for users
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / ONNX_FILE
+        ours.network.export(str(path), format="onnx", verbose=False)
+        write_onnx_metadata(path, ours.config)
+        shutil.copy(model_dir / CONFIG_FILE, tmp)
+        got = OnnxRunner(Path(tmp), ours.config)(samples)
+        gaps = [float(np.abs(_sigmoid_if(i, g) - _sigmoid_if(i, e)).max()) for i, (g, e) in enumerate(zip(got, expected))]
+        if max(gaps) > ONNX_TOLERANCE:
+            raise RuntimeError(
+                f"the ONNX conversion differs from the Keras model by {max(gaps):.2g} (P(defects) {gaps[0]:.2g}, heat "
+                f"map {gaps[1]:.2g}), more than {ONNX_TOLERANCE:g}: not written; use the Keras backend"
+            )
+        shutil.copy(path, model_dir / ONNX_FILE)
+    return model_dir / ONNX_FILE
+
+
+def _sigmoid_if(index: int, values):
+    """Output `index` as users get it: P(defects) as it is, the map's logits as the heat map."""
+    import numpy as np
+
+    return values if index == 0 else 1.0 / (1.0 + np.exp(-values))
+
+
+def write_onnx_metadata(path, config: ModelConfig) -> None:
+    """Set `model.onnx`'s metadata to what `config` decides (after export, or a re-decided threshold)."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    del proto.metadata_props[:]
+    for key, value in onnx_metadata(config).items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(path))

@@ -30,9 +30,9 @@ def find_images(inputs: list[str]) -> list[Path]:
 
 
 def predict_to_csv(
-    model: str, inputs: list[str], out: str, batch_size: int = 16, operating_point=None, trust_savedmodel=None
+    model: str, inputs: list[str], out: str, batch_size: int = 16, operating_point=None, trust_savedmodel=None, backend=None
 ) -> dict[str, int]:
-    classifier = DefectClassifier.from_pretrained(model, trust_savedmodel)
+    classifier = DefectClassifier.from_pretrained(model, trust_savedmodel, backend)
     threshold = classifier.threshold_for(operating_point)
     files = find_images(inputs)
     counts = {"images": len(files), "errors": 0}

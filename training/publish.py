@@ -21,6 +21,7 @@ from pathlib import Path
 
 from defect_inference import CONFIG_FILE
 from defect_inference.model_folder import KERAS_FILES, SAVEDMODEL_FILES, is_hub_repo_id
+from defect_inference.onnx_backend import ONNX_FILE
 
 REQUIRED_MODEL_FILES = (
     *KERAS_FILES, CONFIG_FILE, "metrics.json", "handler.py",
@@ -32,7 +33,7 @@ log = logging.getLogger(__name__)
 
 # What a model folder is made of (`export` writes it); anything else in the folder is not published.
 MODEL_FOLDER_FILES = (
-    *KERAS_FILES, *SAVEDMODEL_FILES, "metrics.json", "handler.py", "requirements.txt", "README.md",
+    *KERAS_FILES, *SAVEDMODEL_FILES, ONNX_FILE, "metrics.json", "handler.py", "requirements.txt", "README.md",
     "defect_inference/*.py", "*.png", "logs/*",
 )
 # Seconds of silence from the Hub within one request before a push gives up; DEFECT_HUB_TIMEOUT overrides it.

@@ -2,8 +2,9 @@
 
 The images are scored through the model folder itself (the inference core), the operating curve is
 fitted on them, and the threshold the operating point asks for replaces the stored one. Only
-`defect_config.json` (threshold, operating point, curve), the curve plot and the card change: the
-weights, the tf-keras twin and the test metrics stay as they were.
+`defect_config.json` (threshold, operating point, curve), the curve plot, the card and, in a folder
+with `model.onnx`, that file's metadata change: the weights, the tf-keras twin and the test metrics
+stay as they were.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from defect_inference import DefectClassifier, load_model_config
+from defect_inference.onnx_backend import ONNX_FILE
 from training.config import DEFAULT_OPERATING_POINT
 from training.data import load_splits
 from training.evaluate import predict_samples
+from training.export import write_onnx_metadata
 from training.operating_curve import decide
 from training.plots import write_operating_curve
 
@@ -29,7 +32,10 @@ def redecide(model_dir, samples, request: str, source: str, trust_savedmodel=Non
     scores = [r.p_defects for r in predict_samples(DefectClassifier(model_dir, trust_savedmodel), samples)]
     labels = np.array([s.defective for s in samples])
     curve, point, report = decide(request, labels, scores, source=source)
-    replace(info, threshold=point.threshold, operating_point=report["operating_point"], operating_curve=curve).save(model_dir)
+    decided = replace(info, threshold=point.threshold, operating_point=report["operating_point"], operating_curve=curve)
+    decided.save(model_dir)
+    if (model_dir / ONNX_FILE).is_file():
+        write_onnx_metadata(model_dir / ONNX_FILE, decided)
     write_operating_curve(model_dir, curve, point)
     report["previous_threshold"] = info.threshold
     if (model_dir / "metrics.json").is_file():

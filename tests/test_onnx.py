@@ -1,0 +1,127 @@
+"""The ONNX export and the ONNX Runtime backend: the same answers, only when asked for, without TensorFlow."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from defect_inference import DefectClassifier, ModelFolderError, load_model_config, read_image, to_working_size
+from defect_inference.model_folder import Preprocessing
+from defect_inference.onnx_backend import ONNX_FILE, ONNX_TOLERANCE
+from training.cli import main
+from training.publish import push_model
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def onnx_folder(trained, tmp_path_factory) -> Path:
+    """A copy of the session model with `model.onnx`, written by the CLI."""
+    out, _ = trained
+    folder = tmp_path_factory.mktemp("onnx") / "model"
+    shutil.copytree(out / "model", folder)
+    assert main(["export", "--model", str(folder), "--format", "onnx"]) == 0
+    return folder
+
+
+def _images(tiny_data) -> list[np.ndarray]:
+    files = sorted((tiny_data / "test" / "defects").glob("*.png"))[:4] + sorted((tiny_data / "test" / "no_defects").glob("*.png"))[:4]
+    images = [read_image(f) for f in files]
+    # Non-square and larger than the working size: the resize outside the network is compared too.
+    return images + [np.ascontiguousarray(images[0][:300, :470]), np.kron(images[1], np.ones((2, 3, 1), np.uint8))]
+
+
+def test_onnx_runtime_answers_as_the_keras_model(onnx_folder, tiny_data):
+    images = _images(tiny_data)
+    keras_answers = DefectClassifier(onnx_folder, backend="keras").predict(images)
+    onnx_answers = DefectClassifier(onnx_folder, backend="onnx").predict(images)
+    np.testing.assert_allclose([r.p_defects for r in onnx_answers], [r.p_defects for r in keras_answers], atol=ONNX_TOLERANCE)
+    for ours, theirs in zip(onnx_answers, keras_answers):
+        np.testing.assert_allclose(ours.defect_map, theirs.defect_map, atol=ONNX_TOLERANCE)
+    assert [r.label for r in onnx_answers] == [r.label for r in keras_answers]
+    assert {r.label for r in keras_answers} == {"defects", "no_defects"}  # both verdicts are compared
+    assert [r.box for r in onnx_answers] == [r.box for r in keras_answers]
+
+
+def test_the_onnx_file_carries_the_decision(onnx_folder):
+    config = load_model_config(onnx_folder)
+    metadata = {p.key: p.value for p in onnx.load(str(onnx_folder / ONNX_FILE)).metadata_props}
+    assert json.loads(metadata["class_names"]) == list(config.class_names)
+    assert float(metadata["threshold"]) == config.threshold
+    assert int(metadata["image_size"]) == config.image_size and metadata["output"] == "a single sigmoid unit: P(defects)"
+
+
+def test_a_folder_with_an_onnx_file_runs_keras_unless_onnx_is_asked_for(onnx_folder, monkeypatch):
+    monkeypatch.delenv("DEFECT_BACKEND", raising=False)
+    assert DefectClassifier(onnx_folder).backend == "keras"
+    monkeypatch.setenv("DEFECT_BACKEND", "onnx")  # how the Space and the handler are told
+    classifier = DefectClassifier(onnx_folder)
+    assert classifier.backend == "onnx" and classifier.model is None
+    monkeypatch.setenv("DEFECT_BACKEND", "tensorrt")
+    with pytest.raises(ModelFolderError, match="DEFECT_BACKEND must be one of keras, onnx, got 'tensorrt'"):
+        DefectClassifier(onnx_folder)
+
+
+def test_the_onnx_backend_without_an_onnx_file_names_the_export(trained):
+    out, _ = trained
+    with pytest.raises(ModelFolderError, match="no model.onnx.*export MODEL --format onnx"):
+        DefectClassifier(out / "model", backend="onnx")
+
+
+def test_a_stale_onnx_file_is_refused_and_rethreshold_keeps_it_current(onnx_folder, tiny_data, tmp_path):
+    folder = tmp_path / "model"
+    shutil.copytree(onnx_folder, folder)
+    config = load_model_config(folder)
+    replace(config, threshold=0.25).save(folder)  # as a hand edit, or a tool that forgot the ONNX file
+    with pytest.raises(ModelFolderError, match=r"threshold: .* there, '0.25' here.*export it again"):
+        DefectClassifier(folder, backend="onnx")
+    assert main(["rethreshold", "--model", str(folder), "--data", str(tiny_data), "--operating-point", "recall=0.9"]) == 0
+    decided = load_model_config(folder).threshold
+    assert decided != 0.25
+    assert DefectClassifier(folder, backend="onnx").threshold == decided
+
+
+def test_the_onnx_backend_runs_where_tensorflow_is_not_installed(onnx_folder, tiny_data):
+    image = tiny_data / "test" / "defects" / sorted(p.name for p in (tiny_data / "test" / "defects").glob("*.png"))[0]
+    expected = DefectClassifier(onnx_folder, backend="keras").predict([read_image(image)])[0]
+    script = (
+        "import sys, json\n"
+        "sys.modules['tensorflow'] = sys.modules['keras'] = sys.modules['tf_keras'] = None  # import fails, as uninstalled\n"
+        "from defect_inference import DefectClassifier, read_image\n"
+        f"r = DefectClassifier({str(onnx_folder)!r}, backend='onnx').predict([read_image({str(image)!r})])[0]\n"
+        "print(json.dumps([r.p_defects, r.label]))\n"
+    )
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert run.returncode == 0, run.stderr
+    p, label = json.loads(run.stdout.strip().splitlines()[-1])
+    assert abs(p - expected.p_defects) <= ONNX_TOLERANCE and label == expected.label
+
+
+@pytest.mark.parametrize("method", ["area", "bilinear"])
+@pytest.mark.parametrize("shape", [(300, 470, 3), (1100, 900, 3), (37, 700), (512, 511, 3), (5, 5, 3)])
+def test_the_resize_without_tensorflow_equals_tensorflows(shape, method):
+    image = np.random.default_rng(0).integers(0, 256, shape).astype(np.uint8)
+    steps = Preprocessing(resize=method)
+    ours = to_working_size(image, 512, steps, with_tensorflow=False)
+    theirs = to_working_size(image, 512, steps)
+    assert ours.shape == theirs.shape and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, theirs, atol=1e-3)  # grey levels 0-255: float32 rounding only
+
+
+def test_from_pretrained_with_the_onnx_backend_fetches_only_what_it_runs(onnx_folder, tiny_data, hub, hf_token):
+    push_model(onnx_folder, "tester/onnx-defects")
+    assert ONNX_FILE in hub.files("model", "tester/onnx-defects")
+    classifier = DefectClassifier.from_pretrained("tester/onnx-defects", backend="onnx")
+    fetched = sorted(p.name for p in classifier.model_dir.iterdir() if not p.name.startswith("."))
+    assert fetched == ["defect_config.json", ONNX_FILE]
+    images = _images(tiny_data)[:2]
+    local = DefectClassifier(onnx_folder, backend="onnx").predict(images)
+    np.testing.assert_allclose([r.p_defects for r in classifier.predict(images)], [r.p_defects for r in local], atol=1e-6)
