@@ -140,7 +140,7 @@ class DefectClassifier:
         batch = np.stack([to_working_size(image, size, steps, with_tensorflow=self.backend == "keras") for image in images])
         probs, heat = self._run(batch)
         probs = np.asarray(probs).reshape(-1)
-        heat = [None] * len(images) if heat is None else 1.0 / (1.0 + np.exp(-np.asarray(heat)[..., 0]))
+        heat = [None] * len(images) if heat is None else heatmap_from_logits(np.asarray(heat)[..., 0])
         results = []
         for image, p, h in zip(images, probs, heat):
             height, width = image.shape[:2]
@@ -157,12 +157,17 @@ class DefectClassifier:
         return results
 
 
+def heatmap_from_logits(logits: np.ndarray) -> np.ndarray:
+    """The defect map's logits as the heat map, in [0, 1]."""
+    return 1.0 / (1.0 + np.exp(-logits))
+
+
 def resolve_backend(backend: str | None) -> str:
     """The backend asked for (None: DEFECT_BACKEND, else "keras"), refused by name when unknown."""
     chosen = backend or os.environ.get(BACKEND_VARIABLE, "").strip() or "keras"
     if chosen not in BACKENDS:
         where = "backend" if backend else BACKEND_VARIABLE
-        raise ModelFolderError(f"{where} must be one of {', '.join(BACKENDS)}, got {chosen!r}")
+        raise ValueError(f"{where} must be one of {', '.join(BACKENDS)}, got {chosen!r}")
     return chosen
 
 

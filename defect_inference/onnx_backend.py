@@ -1,15 +1,18 @@
 """The ONNX Runtime backend: the same classifier from `model.onnx`, without TensorFlow.
 
-`defect-classifier export MODEL --format onnx` writes `model.onnx` into a model folder: the
+`defect-classifier export --model DIR --format onnx` writes `model.onnx` into a model folder: the
 network's two outputs (P(defects) and the defect map's logits) for images already at the working
-size, with what decides a verdict in its metadata. It is used only when asked for (`backend="onnx"`,
-`--backend onnx`, or DEFECT_BACKEND=onnx for the Space and the handler), never because a folder
-happens to hold one, and only when its metadata agrees with the folder's `defect_config.json`, so
-a re-decided threshold or another model's file cannot change verdicts unnoticed.
+size (its input is that square; the resize happens before, as `to_working_size` does it), with
+what decides a verdict and a digest of the run's settings in its metadata. It is used only when
+asked for (`backend="onnx"`, `--backend onnx`, or DEFECT_BACKEND=onnx for the Space and the
+handler), never because a folder happens to hold one, and only when its metadata agrees with the
+folder's `defect_config.json`, so a re-decided threshold or another run's file cannot change
+verdicts unnoticed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -18,19 +21,35 @@ import numpy as np
 from defect_inference.model_folder import CONFIG_FILE, ModelConfig, ModelFolderError
 
 ONNX_FILE = "model.onnx"
-# Its outputs agree with the Keras model's within this (P(defects) and the map's logits).
+# Its P(defects) and heat map (the map's logits through the sigmoid) agree with the Keras model's within this.
 ONNX_TOLERANCE = 1e-4
 
 
 def onnx_metadata(config: ModelConfig) -> dict[str, str]:
-    """What `model.onnx` carries about the decision, as ONNX metadata (strings)."""
+    """What `model.onnx` carries about the decision and the model it was exported from, as ONNX
+    metadata (strings); `training_config` is a digest of every setting of the run."""
+    settings = json.dumps(config.training_config, sort_keys=True)
     return {
         "output": config.output,
         "class_names": json.dumps(list(config.class_names)),
         "threshold": repr(float(config.threshold)),
         "image_size": str(config.image_size),
         "resize": config.preprocessing.resize,
+        "aspect": config.preprocessing.aspect,
+        "heatmap_layer": str(config.heatmap_layer),
+        "training_config": hashlib.sha256(settings.encode()).hexdigest(),
     }
+
+
+def stale_fields(stored: dict[str, str], config: ModelConfig) -> list[str]:
+    """The metadata fields of a `model.onnx` that disagree with `config`, as "field: there, here"."""
+    expected = onnx_metadata(config)
+    return [f"{key}: {stored.get(key)!r} there, {value!r} here" for key, value in expected.items() if stored.get(key) != value]
+
+
+def export_command(model_dir) -> str:
+    return (f"`defect-classifier export --model {model_dir} --format onnx` on the model folder (then push it again, "
+            "if it came from the Hub)")
 
 
 class OnnxRunner:
@@ -40,22 +59,19 @@ class OnnxRunner:
         path = Path(model_dir) / ONNX_FILE
         if not path.is_file():
             raise ModelFolderError(
-                f"{model_dir} has no {ONNX_FILE}, which the ONNX backend runs: write it with "
-                "`defect-classifier export MODEL --format onnx`, or use the Keras backend"
+                f"{model_dir} has no {ONNX_FILE}, which the ONNX backend runs: write it with {export_command(model_dir)}, "
+                "or use the Keras backend"
             )
         try:
             import onnxruntime
         except ImportError:
             raise ModelFolderError("the ONNX backend needs onnxruntime: pip install onnxruntime") from None
         self.session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        stored = self.session.get_modelmeta().custom_metadata_map
-        expected = onnx_metadata(config)
-        stale = sorted(key for key, value in expected.items() if stored.get(key) != value)
+        stale = stale_fields(self.session.get_modelmeta().custom_metadata_map, config)
         if stale:
             raise ModelFolderError(
-                f"{path} does not match {CONFIG_FILE} ({', '.join(f'{k}: {stored.get(k)!r} there, {expected[k]!r} here' for k in stale)}): "
-                f"it was exported from another state of the model; export it again with `defect-classifier export "
-                f"{model_dir} --format onnx`"
+                f"{path} does not match {CONFIG_FILE} ({'; '.join(stale)}): it was exported from another model or "
+                f"another state of it; export it again with {export_command(model_dir)}"
             )
         self.input_name = self.session.get_inputs()[0].name
 

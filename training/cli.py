@@ -161,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     ex = command("export", "Re-write an existing model folder with this version's extras (tf-keras twin, handler, core, card), or add model.onnx to it.")
     ex.add_argument("--model", required=True, help="The OUT/model folder.")
     ex.add_argument(
-        "--format", choices=("keras", "onnx"), default="keras",
+        "--format", choices=BACKENDS, default="keras",
         help="keras (default): re-write the folder; onnx: add model.onnx (the network for ONNX Runtime, the decision in its "
         "metadata), kept only if its outputs equal the Keras model's.",
     )

@@ -19,9 +19,11 @@ import keras
 
 import defect_inference
 from defect_inference import CONFIG_FILE, HEATMAP_LAYER, ModelConfig, load_model_config
-from defect_inference.onnx_backend import ONNX_FILE, ONNX_TOLERANCE, OnnxRunner, onnx_metadata
+from defect_inference.onnx_backend import ONNX_FILE, ONNX_TOLERANCE, OnnxRunner, onnx_metadata, stale_fields
 from training.backbones import backbone_for
 from training.config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 MODEL_REPO_FILES = (Path(__file__).parent / "model_repo" / "handler.py", Path(__file__).parent / "model_repo" / "requirements.txt")
 CORE_DIR = Path(defect_inference.__file__).parent
@@ -119,8 +121,11 @@ def export_onnx(model_dir) -> Path:
     import tempfile
 
     import numpy as np
+    import onnx
 
-    from defect_inference import DefectClassifier
+    from defect_inference.classifier import DefectClassifier, heatmap_from_logits
+    from training.model import RESIZE_LAYER
+    from training.onnx_graph import fuse_instance_norms, name_input
 
     model_dir = Path(model_dir)
     ours = DefectClassifier(model_dir, backend="keras")
@@ -129,36 +134,48 @@ def export_onnx(model_dir) -> Path:
     size = ours.image_size
     samples = np.random.default_rng(0).integers(0, 256, (2, size, size, 3)).astype(np.float32)
     expected = [np.asarray(out) for out in ours._run(samples)]  # the Keras backend's own call
+    # From the layer after the resize: tf2onnx would turn the "area" resize into a nearest-neighbour
+    # one, wrong for any image not already at the working size; the input is that square instead.
+    network = keras.Model(ours.network.get_layer(RESIZE_LAYER).output, ours.network.outputs)
+    network(samples)  # Keras's exporter needs a model that has been called
     logging.getLogger("tf2onnx").setLevel(logging.WARNING)  # its per-pass optimiser report is not for users
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / ONNX_FILE
-        ours.network.export(str(path), format="onnx", verbose=False)
-        write_onnx_metadata(path, ours.config)
+        network.export(str(path), format="onnx", verbose=False)
+        proto = onnx.load(str(path))
+        fused = fuse_instance_norms(proto)
+        name_input(proto, "image")
+        log.info("ONNX: %d instance normalizations fused", fused)
+        _set_metadata(proto, ours.config)
+        onnx.save(proto, str(path))
         shutil.copy(model_dir / CONFIG_FILE, tmp)
         got = OnnxRunner(Path(tmp), ours.config)(samples)
-        gaps = [float(np.abs(_sigmoid_if(i, g) - _sigmoid_if(i, e)).max()) for i, (g, e) in enumerate(zip(got, expected))]
+        gaps = [float(np.abs(got[0] - expected[0]).max()),
+                float(np.abs(heatmap_from_logits(got[1]) - heatmap_from_logits(expected[1])).max())]
         if max(gaps) > ONNX_TOLERANCE:
-            raise RuntimeError(
-                f"the ONNX conversion differs from the Keras model by {max(gaps):.2g} (P(defects) {gaps[0]:.2g}, heat "
-                f"map {gaps[1]:.2g}), more than {ONNX_TOLERANCE:g}: not written; use the Keras backend"
+            raise ValueError(
+                f"the ONNX conversion of {model_dir} differs from the Keras model by more than {ONNX_TOLERANCE:g} "
+                f"(P(defects) {gaps[0]:.2g}, heat map {gaps[1]:.2g}): {ONNX_FILE} not written; use the Keras backend"
             )
         shutil.copy(path, model_dir / ONNX_FILE)
     return model_dir / ONNX_FILE
 
 
-def _sigmoid_if(index: int, values):
-    """Output `index` as users get it: P(defects) as it is, the map's logits as the heat map."""
-    import numpy as np
-
-    return values if index == 0 else 1.0 / (1.0 + np.exp(-values))
-
-
-def write_onnx_metadata(path, config: ModelConfig) -> None:
-    """Set `model.onnx`'s metadata to what `config` decides (after export, or a re-decided threshold)."""
+def restamp_onnx(path, before: ModelConfig, after: ModelConfig) -> bool:
+    """Give `model.onnx` the metadata of `after` (a re-decided threshold, the settings a push
+    publishes) if it was exported from `before`; a file from anything else is left as it is, to
+    be refused. Returns whether it was exported from `before`."""
     import onnx
 
     proto = onnx.load(str(path))
+    if stale_fields({p.key: p.value for p in proto.metadata_props}, before):
+        return False
+    _set_metadata(proto, after)
+    onnx.save(proto, str(path))
+    return True
+
+
+def _set_metadata(proto, config: ModelConfig) -> None:
     del proto.metadata_props[:]
     for key, value in onnx_metadata(config).items():
         proto.metadata_props.add(key=key, value=value)
-    onnx.save(proto, str(path))

@@ -40,6 +40,7 @@ from training.config import TrainConfig
 
 OUTPUT_LAYER = "p_defects"
 STRIDE = 8  # input pixels per cell of the defect map
+RESIZE_LAYER = "resize"
 
 
 @dataclass
@@ -121,7 +122,7 @@ def build_compact(config: TrainConfig, lib=keras) -> CompactModels:
 def resize_layer(size: int, layers):
     """The model's own resize, the one `defect_inference.to_working_size` runs outside it. "area"
     averages when downscaling (no aliasing) and exists in Keras 3 and tf-keras alike."""
-    return layers.Resizing(size, size, interpolation=Preprocessing().resize, name="resize")
+    return layers.Resizing(size, size, interpolation=Preprocessing().resize, name=RESIZE_LAYER)
 
 
 def dihedral_views(n: int, size: int, layers):

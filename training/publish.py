@@ -163,7 +163,8 @@ def push_model(model_dir, repo_id: str, dataset_repo: str | None = None, license
     and keeps what the repo's card had added on the Hub; the run's TensorBoard logs and history go
     under `logs/`."""
     from training.card import merge_with_existing, render_model_card
-    from training.export import copy_model_repo_code
+    from defect_inference import load_model_config
+    from training.export import copy_model_repo_code, restamp_onnx
 
     model_dir = check_model_folder(model_dir)
     check_token(kwargs.get("token"))
@@ -173,6 +174,11 @@ def push_model(model_dir, repo_id: str, dataset_repo: str | None = None, license
         copy_model_repo_code(staged)
         with_data_facts(staged / "metrics.json", staged / CONFIG_FILE)
         without_local_paths(staged / CONFIG_FILE, dataset_repo)
+        if (staged / ONNX_FILE).is_file() and not restamp_onnx(staged / ONNX_FILE, load_model_config(model_dir), load_model_config(staged)):
+            raise PublishError(
+                f"{model_dir / ONNX_FILE} was not exported from this model folder: nothing was pushed; export it again "
+                f"(`defect-classifier export --model {model_dir} --format onnx`) or delete it"
+            )
         stage_logs(model_dir.parent, staged / LOGS_FOLDER)
         with timed_hub_session():
             widget = _widget(dataset_repo, kwargs.get("token"))

@@ -55,8 +55,9 @@ def train(config: TrainConfig) -> dict:
     model_dir = export_model(
         classifier, config, point.threshold, out / "model", history=history, curve=curve, operating_point=config.operating_point
     )
-    # The folder was written just now by this process: a SavedModel-only one is trusted here.
-    metrics = evaluate_model(model_dir, test_samples, plots_dir=model_dir, history=history, trust_savedmodel=True)
+    # The folder was written just now by this process: a SavedModel-only one is trusted here, and
+    # it has no model.onnx whatever DEFECT_BACKEND says.
+    metrics = evaluate_model(model_dir, test_samples, plots_dir=model_dir, history=history, trust_savedmodel=True, backend="keras")
     metrics.update(train_seconds=round(train_seconds, 1), epochs_run=len(history["loss"]), validation=validation, splits=how,
                    data=describe_source(config.data))
     for path in (out / "metrics.json", model_dir / "metrics.json"):

@@ -15,7 +15,8 @@ parameter is given (e.g. `top_k=2`).
 `parameters` (all optional): `top_k` (how many labels: 1, or 2 and more for both), `function_to_apply` ("sigmoid" or
 "softmax": the same scores for a single sigmoid unit), `operating_point` ("recall=0.95",
 `false-alarms=F`, `cost=C`: a point on the stored operating curve) or `threshold` (0 to 1). The
-`defect_inference` package beside this file is the same code the Space runs.
+`defect_inference` package beside this file is the same code the Space runs. The Endpoint's
+environment variable DEFECT_BACKEND=onnx runs the repo's `model.onnx` on ONNX Runtime instead of Keras.
 """
 
 from __future__ import annotations
