@@ -42,7 +42,7 @@ def repo_id(text: str) -> str:
     return text
 
 
-BACKEND_HELP = "keras (default), or onnx: the folder's model.onnx on ONNX Runtime (write it with `export --format onnx`)."
+BACKEND_HELP = "keras (default), or onnx: the folder's model.onnx on ONNX Runtime (written by `export --model DIR --format onnx`)."
 LICENSE_HELP = ("Licence of the published data and model, as a Hub licence id (e.g. cc-by-nc-sa-4.0): the data's terms. "
                 "Required to push a dataset this project did not generate; default for generated data: apache-2.0.")
 

@@ -6,8 +6,9 @@ normalization) op by op: a transpose from the convolution's NCHW to NHWC, a resh
 Runtime's profile of the default model they took more time than the convolutions. One
 `InstanceNormalization` on the convolution's NCHW output computes the same, and ONNX Runtime's
 transpose optimizer then drops the layout changes between layers (docs/experiments.md, ONNX
-Runtime, has the times before and after). A chain that does not match the expected ops exactly is left as it was, and
-`export_onnx` compares the rewritten model's outputs with the Keras model's either way.
+Runtime, has the times before and after). A chain that does not match the expected ops exactly is
+left as it was, and `export_onnx` compares the rewritten model's outputs with the Keras model's
+either way.
 """
 
 from __future__ import annotations
@@ -71,8 +72,8 @@ def _ints(node: onnx.NodeProto, name: str) -> list[int] | None:
 
 
 def _instance_norm(g: _Graph, mean: onnx.NodeProto, index: int):
-    """For a `ReduceMean` that starts tf2onnx's instance normalization: (new nodes, new
-    initializers, the name the chain's result had)."""
+    """For a `ReduceMean` that starts tf2onnx's instance normalization: (the nodes and initializers
+    that replace the chain, the chain's last node, whose output the new nodes produce instead)."""
     reshaped = g.made_by(mean.input[0], "Reshape")
     to_nhwc = g.made_by(reshaped.input[0], "Transpose")
     # (batch, H, W, groups, channels per group): instance normalization has one channel per group.
