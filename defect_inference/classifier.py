@@ -20,10 +20,13 @@ from PIL import Image
 from defect_inference.model_folder import ModelFolderError, load_model_config, resolve_model_dir
 from defect_inference.onnx_backend import ONNX_FILE, OnnxRunner
 from defect_inference.operating_point import Point, Request
-from defect_inference.preprocessing import to_working_size
+from defect_inference.preprocessing import resized_to
+from defect_inference.tiling import TileGrid, cut_tiles, stitch, tile_grid
 
 # A box is drawn around the heat map's peak region: cells above this fraction of the peak.
 BOX_FRACTION = 0.5
+# Tiles of one large image run through the network this many at a time (bounded memory).
+TILES_AT_ONCE = 16
 
 
 @dataclass
@@ -132,17 +135,23 @@ class DefectClassifier:
 
     def predict(self, images: list[np.ndarray], threshold: float | None = None) -> list[Prediction]:
         """Classify RGB uint8 arrays of any sizes (one batch; callers chunk long lists), at the
-        stored threshold or the one given."""
+        stored threshold or the one given. An image far larger than the training images is judged
+        in tiles at the training scale (tiling.py)."""
         if not images:
             return []
         threshold = self.threshold if threshold is None else float(threshold)
-        size, steps = self.image_size, self.config.preprocessing
-        batch = np.stack([to_working_size(image, size, steps, with_tensorflow=self.backend == "keras") for image in images])
-        probs, heat = self._run(batch)
-        probs = np.asarray(probs).reshape(-1)
-        heat = [None] * len(images) if heat is None else heatmap_from_logits(np.asarray(heat)[..., 0])
+        grids = [tile_grid(*image.shape[:2], self.image_size, self.config.preprocessing) for image in images]
+        judged: list[tuple[float, np.ndarray | None]] = [None] * len(images)
+        whole = [i for i, grid in enumerate(grids) if grid is None]
+        if whole:
+            batch = np.stack([self._resized(images[i], self.image_size, self.image_size) for i in whole])
+            for i, answer in zip(whole, zip(*self._judge(batch))):
+                judged[i] = answer
+        for i, grid in enumerate(grids):
+            if grid is not None:
+                judged[i] = self._judge_tiles(images[i], grid)
         results = []
-        for image, p, h in zip(images, probs, heat):
+        for image, (p, h) in zip(images, judged):
             height, width = image.shape[:2]
             defective = bool(p >= threshold)
             results.append(
@@ -155,6 +164,25 @@ class DefectClassifier:
                 )
             )
         return results
+
+    def _resized(self, image: np.ndarray, height: int, width: int) -> np.ndarray:
+        return resized_to(image, height, width, self.config.preprocessing, with_tensorflow=self.backend == "keras")
+
+    def _judge(self, batch: np.ndarray) -> tuple[np.ndarray, list]:
+        """Working-size squares -> (P(defects) of each, heat map of each or Nones)."""
+        probs, heat = self._run(batch)
+        probs = np.asarray(probs).reshape(-1)
+        return probs, [None] * len(probs) if heat is None else list(heatmap_from_logits(np.asarray(heat)[..., 0]))
+
+    def _judge_tiles(self, image: np.ndarray, grid: TileGrid) -> tuple[float, np.ndarray | None]:
+        """One large image: its largest tile's P(defects) and the tiles' stitched heat map."""
+        frame, size = self._resized(image, grid.height, grid.width), self.image_size
+        probs, maps = [], []
+        for first in range(0, len(grid.origins), TILES_AT_ONCE):
+            p, h = self._judge(cut_tiles(frame, grid, size, first, TILES_AT_ONCE))
+            probs.extend(p)
+            maps.extend(h)
+        return float(max(probs)), None if maps[0] is None else stitch(np.stack(maps), grid, size)
 
 
 def heatmap_from_logits(logits: np.ndarray) -> np.ndarray:

@@ -10,7 +10,8 @@ field and the fix named instead of flipping verdicts or failing deep inside Tens
 Schema versions: 1 (written before versions existed: no `schema_version`, no `preprocessing`;
 such folders resized inside the model with "area" and stretched to a square, which is what version
 1 is read as), 2 (adds both), 3 (adds `operating_point`, the request the threshold was chosen by,
-and `operating_curve`: see operating_point.py). Older folders load with no curve.
+and `operating_curve`: see operating_point.py), 4 (adds `preprocessing.tile_above` and `tile_scale`:
+see tiling.py). Older folders load with no curve and judge every image whole.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import json
 import math
 import os
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from defect_inference.operating_point import OperatingCurve, Request
@@ -28,7 +29,9 @@ CONFIG_FILE = "defect_config.json"
 KERAS_FILES = ("config.json", "metadata.json", "model.weights.h5")
 SAVEDMODEL_FILES = (CONFIG_FILE, "saved_model.pb", "keras_metadata.pb", "fingerprint.pb", "variables/*", "assets/*")
 HEATMAP_LAYER = "seg_logits"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
+# The largest working resolution a model folder may have (a square of it is one network input).
+MAX_IMAGE_SIZE = 8192
 
 
 class ModelFolderError(ValueError):
@@ -40,12 +43,17 @@ class Preprocessing:
     """How an RGB uint8 image becomes the network's input; the saved model does the same inside.
 
     `resize` is the interpolation of the resize to `image_size` x `image_size` (the saved model's
-    `resize` layer uses it too); `aspect` is "stretch": every image is scaled to the square on both
-    axes, and heat maps and boxes are mapped back to the original pixels.
+    `resize` layer uses it too); `aspect` is "stretch": an image is scaled to the square on both
+    axes, and heat maps and boxes are mapped back to the original pixels. An image whose longer
+    side is above `tile_above` pixels (0: none) is instead scaled by `tile_scale` and judged in
+    working-size tiles (tiling.py), so a small defect on a large frame keeps the size the model
+    learned defects at.
     """
 
     resize: str = "area"
     aspect: str = "stretch"
+    tile_above: int = 0
+    tile_scale: float = 1.0
 
 
 RESIZE_METHODS = ("area", "bilinear")
@@ -77,7 +85,8 @@ class ModelConfig:
         values = {
             "schema_version": values.pop("schema_version"),
             "output": self.output,
-            "input": "RGB or grayscale-as-RGB images, values 0-255, any size (resized inside the model)",
+            "input": "RGB or grayscale-as-RGB images, values 0-255, any size (resized inside the model; the classifier "
+                     "of defect_inference judges images longer than preprocessing.tile_above px in tiles; 0: never)",
             **values,
         }
         return json.dumps(values, indent=2)
@@ -121,8 +130,8 @@ def parse_model_config(values, where: str = CONFIG_FILE) -> ModelConfig:
             and names[0] != names[1]):
         raise bad("class_names", f"must be two different names, the defect class first; got {names!r}")
     size = values.get("image_size")
-    if not isinstance(size, int) or isinstance(size, bool) or not 8 <= size <= 8192:
-        raise bad("image_size", f"must be a whole number of pixels from 8 to 8192, got {size!r}")
+    if not isinstance(size, int) or isinstance(size, bool) or not 8 <= size <= MAX_IMAGE_SIZE:
+        raise bad("image_size", f"must be a whole number of pixels from 8 to {MAX_IMAGE_SIZE}, got {size!r}")
     threshold = values.get("threshold")
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold) \
             or not 0.0 <= threshold <= 1.0:
@@ -136,8 +145,8 @@ def parse_model_config(values, where: str = CONFIG_FILE) -> ModelConfig:
     if "image_size" in training and training["image_size"] != size:
         raise bad("image_size", f"is {size} but the model was trained at {training['image_size']} (training_config)")
     steps = values.get("preprocessing", {})
-    if not isinstance(steps, dict) or set(steps) - {"resize", "aspect"}:
-        raise bad("preprocessing", f"must hold only `resize` and `aspect`, got {steps!r}")
+    if not isinstance(steps, dict) or set(steps) - {f.name for f in fields(Preprocessing)}:
+        raise bad("preprocessing", f"must hold only {', '.join(f'`{f.name}`' for f in fields(Preprocessing))}, got {steps!r}")
     preprocessing = Preprocessing(**steps)
     request = values.get("operating_point")
     if request is not None:
@@ -157,6 +166,11 @@ def parse_model_config(values, where: str = CONFIG_FILE) -> ModelConfig:
         raise bad("preprocessing.resize", f"must be one of {', '.join(RESIZE_METHODS)}, got {preprocessing.resize!r}")
     if preprocessing.aspect not in ASPECTS:
         raise bad("preprocessing.aspect", f"must be one of {', '.join(ASPECTS)}, got {preprocessing.aspect!r}")
+    above, scale = preprocessing.tile_above, preprocessing.tile_scale
+    if not isinstance(above, int) or isinstance(above, bool) or above < 0:
+        raise bad("preprocessing.tile_above", f"must be 0 (never tile) or a whole number of pixels, got {above!r}")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0.0 < scale <= 16.0:
+        raise bad("preprocessing.tile_scale", f"must be a scale factor above 0 and at most 16, got {scale!r}")
     return ModelConfig(tuple(names), size, float(threshold), heatmap, preprocessing, training, request, curve)
 
 

@@ -25,32 +25,45 @@ def to_working_size(
     (equal to float32 rounding, ~1e-4 of a grey level) for the ONNX backend, which runs where
     TensorFlow is not installed.
     """
+    return resized_to(image, size, size, preprocessing, with_tensorflow)
+
+
+def resized_to(
+    image: np.ndarray, height: int, width: int, preprocessing: Preprocessing = Preprocessing(), with_tensorflow: bool = True
+) -> np.ndarray:
+    """The same resize to any (height, width): what a frame judged in tiles is scaled by first."""
     array = np.asarray(image)
-    if array.shape[:2] == (size, size):
+    if array.shape[:2] == (height, width):
         return array.astype(np.float32)
     channels = array[..., None] if array.ndim == 2 else array
     if with_tensorflow:
         import tensorflow as tf
 
-        resized = tf.image.resize(channels, (size, size), method=preprocessing.resize).numpy().astype(np.float32)
+        resized = tf.image.resize(channels, (height, width), method=preprocessing.resize).numpy().astype(np.float32)
     else:
-        resized = _resize_with_scipy(channels, size, preprocessing.resize)
+        resized = _resize_with_scipy(channels, height, width, preprocessing.resize)
     return resized[..., 0] if array.ndim == 2 else resized
 
 
 def _axis_weights(n_in: int, n_out: int, method: str):
     """The (n_out, n_in) sparse matrix of one axis of TensorFlow's resize: "area" averages the input
     pixels an output pixel covers, weighted by the overlap; "bilinear" interpolates at half-pixel
-    centres, clamped at the edges."""
+    centres, clamped at the edges. Positions and weights follow TensorFlow's kernels in float32
+    (their rounding moves a sample on a long axis by a ten-thousandth of a pixel or so)."""
     from scipy import sparse
 
-    scale, out = n_in / n_out, np.arange(n_out)
+    scale, out = np.float32(n_in) / np.float32(n_out), np.arange(n_out)
+    position = np.arange(n_out + 1, dtype=np.float32)
     if method == "area":
-        start, end = out * scale, (out + 1) * scale
-        cols = np.floor(start).astype(np.int64)[:, None] + np.arange(int(np.ceil(scale)) + 1)
-        weights = np.clip(np.minimum(cols + 1, end[:, None]) - np.maximum(cols, start[:, None]), 0, None) / scale
+        start, end = (position[:-1] * scale)[:, None], (position[1:] * scale)[:, None]
+        cols = np.floor(start).astype(np.int64) + np.arange(int(np.ceil(scale)) + 2)
+        edge = cols.astype(np.float32)
+        # An input pixel's share: the part of it the output pixel covers (all of the output pixel's
+        # width when it lies inside one input pixel), as resize_area_op.cc computes it.
+        share = np.where(edge < start, np.where(edge + 1 > end, scale, edge + 1 - start), np.where(edge + 1 > end, end - edge, 1))
+        weights = np.where(cols < np.ceil(end), share, 0).astype(np.float32) / scale
     else:
-        centre = (out + 0.5) * scale - 0.5
+        centre = ((position[:-1] + np.float32(0.5)) * scale - np.float32(0.5)).astype(np.float64)
         low = np.floor(centre)
         cols = np.stack([low, low + 1], axis=1).astype(np.int64)
         weights = np.stack([1 - (centre - low), centre - low], axis=1)
@@ -59,17 +72,17 @@ def _axis_weights(n_in: int, n_out: int, method: str):
     return sparse.csr_matrix((weights.ravel().astype(np.float32), (rows.ravel(), cols.ravel())), shape=(n_out, n_in))
 
 
-def _resize_with_scipy(channels: np.ndarray, size: int, method: str, rows_at_once: int = 256) -> np.ndarray:
-    """(H, W, C) -> float32 (size, size, C): both axes' weights applied in turn, the input read a
-    band of rows at a time (so a large 8-bit frame is never all floats)."""
+def _resize_with_scipy(channels: np.ndarray, out_height: int, out_width: int, method: str, rows_at_once: int = 256) -> np.ndarray:
+    """(H, W, C) -> float32 (out_height, out_width, C): both axes' weights applied in turn, the
+    input read a band of rows at a time (so a large 8-bit frame is never all floats)."""
     height, width, depth = channels.shape
     flat = channels.reshape(height, width * depth)
-    vertical = _axis_weights(height, size, method).tocsc()
-    rows = np.zeros((size, width * depth), np.float32)
+    vertical = _axis_weights(height, out_height, method).tocsc()
+    rows = np.zeros((out_height, width * depth), np.float32)
     for start in range(0, height, rows_at_once):
         rows += vertical[:, start : start + rows_at_once] @ flat[start : start + rows_at_once].astype(np.float32)
-    columns = rows.reshape(size, width, depth).transpose(1, 0, 2).reshape(width, size * depth)
-    resized = (_axis_weights(width, size, method) @ columns).reshape(size, size, depth).transpose(1, 0, 2)
+    columns = rows.reshape(out_height, width, depth).transpose(1, 0, 2).reshape(width, out_height * depth)
+    resized = (_axis_weights(width, out_width, method) @ columns).reshape(out_width, out_height, depth).transpose(1, 0, 2)
     return np.ascontiguousarray(resized, dtype=np.float32)
 
 

@@ -352,3 +352,13 @@ def test_a_hub_dataset_that_cannot_be_loaded_is_a_clear_error(monkeypatch):
     monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
     with pytest.raises(DataError, match="is not a local folder, and the Hub dataset someone/nothing cannot be loaded"):
         load_splits("someone/nothing")
+
+
+def test_decoded_training_images_have_a_stated_memory_ceiling():
+    from training.data import MEMORY_SHARE, check_memory
+
+    # Kept at the working size: 1,000 frames of any camera size take 1,000 x 512 x 512 bytes in grey.
+    assert check_memory(1000, 512, 1, total=24 * 10**9) == 1000 * 512 * 512
+    with pytest.raises(DataError, match=r"1000 images at 4096x4096 px take 16\.8 GB.*lower --image-size"):
+        check_memory(1000, 4096, 1, total=24 * 10**9)
+    assert check_memory(1000, 4096, 1, total=int(16.8e9 / MEMORY_SHARE) + 1)

@@ -15,9 +15,10 @@ import numpy as np
 import onnx
 import pytest
 
-from defect_inference import DefectClassifier, ModelFolderError, load_model_config, read_image, to_working_size
+from defect_inference import DefectClassifier, ModelFolderError, load_model_config, read_image
 from defect_inference.model_folder import Preprocessing
 from defect_inference.onnx_backend import ONNX_FILE, ONNX_TOLERANCE, OnnxRunner
+from defect_inference.preprocessing import resized_to
 from training.cli import main
 from training.config import COMPACT_LAYERS
 from training.publish import PublishError, push_model
@@ -38,8 +39,10 @@ def onnx_folder(trained, tmp_path_factory) -> Path:
 def _images(tiny_data) -> list[np.ndarray]:
     files = sorted((tiny_data / "test" / "defects").glob("*.png"))[:4] + sorted((tiny_data / "test" / "no_defects").glob("*.png"))[:4]
     images = [read_image(f) for f in files]
-    # Non-square and larger than the working size: the resize outside the network is compared too.
-    return images + [np.ascontiguousarray(images[0][:300, :470]), np.kron(images[1], np.ones((2, 3, 1), np.uint8))]
+    # Non-square and larger than the working size: the resize outside the network is compared too;
+    # the last two are judged in tiles, the strip scaled up to the tile's height first.
+    strip = np.ascontiguousarray(np.tile(images[2][:300], (1, 3, 1)))
+    return images + [np.ascontiguousarray(images[0][:300, :470]), np.kron(images[1], np.ones((2, 3, 1), np.uint8)), strip]
 
 
 def test_onnx_runtime_answers_as_the_keras_model(onnx_folder, tiny_data):
@@ -167,13 +170,17 @@ def test_the_onnx_backend_runs_where_tensorflow_is_not_installed(onnx_folder, ti
 
 
 @pytest.mark.parametrize("method", ["area", "bilinear"])
-@pytest.mark.parametrize("shape", [(300, 470, 3), (1100, 900, 3), (37, 700), (512, 511, 3), (5, 5, 3)])
-def test_the_resize_without_tensorflow_equals_tensorflows(shape, method):
+@pytest.mark.parametrize(
+    "shape, target",
+    [((300, 470, 3), (512, 512)), ((1100, 900, 3), (512, 512)), ((37, 700), (512, 512)), ((512, 511, 3), (512, 512)),
+     ((5, 5, 3), (512, 512)), ((1500, 2000, 3), (1128, 1504)), ((300, 470), (512, 800))],  # the last two: a tiled frame's scale
+)
+def test_the_resize_without_tensorflow_equals_tensorflows(shape, target, method):
     image = np.random.default_rng(0).integers(0, 256, shape).astype(np.uint8)
     steps = Preprocessing(resize=method)
-    ours = to_working_size(image, 512, steps, with_tensorflow=False)
-    theirs = to_working_size(image, 512, steps)
-    assert ours.shape == theirs.shape and ours.dtype == np.float32
+    ours = resized_to(image, *target, steps, with_tensorflow=False)
+    theirs = resized_to(image, *target, steps)
+    assert ours.shape == theirs.shape == target + shape[2:] and ours.dtype == np.float32
     np.testing.assert_allclose(ours, theirs, atol=1e-3)  # grey levels 0-255: float32 rounding only
 
 

@@ -28,6 +28,8 @@ class Backbone:
     describe: Callable[[dict], tuple[str, str]]
     # config -> orientations a whole image is judged in
     views: Callable[[TrainConfig], int] = lambda config: 1
+    # bytes per pixel of a decoded training image (grey or RGB, 8 bits each)
+    decoded_channels: int = 3
 
 
 _REGISTRY: dict[str, Backbone] = {}

@@ -117,6 +117,7 @@ def render_model_card(
         point=info.operating_curve.at(info.threshold) if info.operating_curve else None,
         warning=support_warning(info.operating_curve, info.operating_point) if info.operating_curve and info.operating_point else None,
         image_size=info.image_size,
+        preprocessing=info.preprocessing,
         heatmap_layer=info.heatmap_layer,
         views=views,
         data_description=f"`{dataset_name}` ({config['backbone']} backbone, {origin})",

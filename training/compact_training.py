@@ -344,5 +344,6 @@ register(
         legacy_twin=_legacy_twin,
         describe=lambda config: ("trained from scratch", f"on {config['crop_size']}-px crops"),
         views=lambda config: config.test_time_views,
+        decoded_channels=1,
     )
 )

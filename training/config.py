@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from defect_inference.model_folder import MAX_IMAGE_SIZE
 from defect_inference.operating_point import Request
 
 HUB_PREFIX = "tfhub:"
@@ -72,7 +73,8 @@ class TrainConfig:
         0,
         f"Working resolution: every image is resized to this square (pixels, a multiple of 8) inside the model. 0: from "
         f"the data, the median longer side of the training images rounded up to a multiple of 8, at most {AUTO_IMAGE_SIZE} "
-        f"(small photographs are not blown up); the size chosen is saved with the model.",
+        f"(small photographs are not blown up); the size chosen is saved with the model. Images more than half again "
+        f"as large as the largest training image are judged in tiles of this size at the training images' scale.",
     )
     widths: tuple[int, ...] = option(
         (16, 32, 32, 64, 64, 64, 64), f"compact only: the number of filters of each of its {COMPACT_LAYERS} convolution layers."
@@ -188,9 +190,9 @@ class TrainConfig:
             Request.parse(self.operating_point)
         except ValueError as err:
             yield f"--operating-point: {err}"
-        if self.image_size and (self.image_size < 64 or self.image_size % 8):
+        if self.image_size and (not 64 <= self.image_size <= MAX_IMAGE_SIZE or self.image_size % 8):
             # EfficientNet-B0 downsamples 32x; below 64 px its last map is 1x1 and the heat map is empty.
-            yield f"--image-size must be 0 (from the data) or a multiple of 8 and at least 64, got {self.image_size}"
+            yield f"--image-size must be 0 (from the data) or a multiple of 8 from 64 to {MAX_IMAGE_SIZE}, got {self.image_size}"
         largest = self.image_size or AUTO_IMAGE_SIZE
         if self.backbone == "compact" and (not 32 <= self.crop_size <= largest or self.crop_size % 8):
             yield f"--crop-size must be a multiple of 8 between 32 and --image-size ({largest}), got {self.crop_size}"

@@ -45,6 +45,9 @@ CLASS_NAMES = ("defects", "no_defects")
 EXPECTED_EXTRA_FILES = {"metadata.csv", "metadata.jsonl", "readme.md", "labels.txt", "license.txt"}
 # How a mask file names its image: `<stem>_mask.png` (MVTec AD), `<stem>_label.PNG` (DAGM 2007).
 MASK_SUFFIXES = ("_mask", "_label", "_gt")
+# Decoded training images may take at most this share of the machine's memory (the rest is the
+# network, its activations and the system's).
+MEMORY_SHARE = 0.5
 
 
 class DataError(ValueError):
@@ -562,6 +565,23 @@ def decode_images(
     images = np.stack([r[0] for r in results])
     shapes = np.array([r[1] for r in results], dtype=np.int64)
     return images, shapes
+
+
+def check_memory(n_images: int, size: int, channels: int, total: int | None = None) -> int:
+    """Refuse a run whose decoded images would take more than MEMORY_SHARE of the machine's memory
+    (`total` bytes; default: this machine's), before any decoding; returns the bytes they take.
+
+    Training keeps every training and validation image decoded at the working size, 8 bits per
+    channel (a 12-MP frame is kept as size x size, not as 12 MB), so the ceiling is set by
+    `--image-size` and the number of images, never by the photographs' own size."""
+    need = n_images * size * size * channels
+    total = total or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    if need > MEMORY_SHARE * total:
+        raise DataError(
+            f"{n_images} images at {size}x{size} px take {need / 1e9:.1f} GB decoded, more than "
+            f"{MEMORY_SHARE:.0%} of this machine's {total / 1e9:.1f} GB: lower --image-size, or train on fewer images"
+        )
+    return need
 
 
 def check_readable(samples: list[Sample]) -> list[tuple[int, int]]:

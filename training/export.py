@@ -18,7 +18,7 @@ from pathlib import Path
 import keras
 
 import defect_inference
-from defect_inference import CONFIG_FILE, HEATMAP_LAYER, ModelConfig, load_model_config
+from defect_inference import CONFIG_FILE, HEATMAP_LAYER, ModelConfig, Preprocessing, load_model_config
 from defect_inference.onnx_backend import ONNX_FILE, ONNX_TOLERANCE, OnnxRunner, onnx_metadata, stale_fields
 from training.backbones import backbone_for
 from training.config import TrainConfig
@@ -52,10 +52,12 @@ def check_model_dir(model_dir: Path) -> None:
 
 
 def export_model(
-    classifier, config: TrainConfig, threshold: float, model_dir, history=None, curve=None, operating_point: str | None = None
+    classifier, config: TrainConfig, threshold: float, model_dir, history=None, curve=None, operating_point: str | None = None,
+    preprocessing: Preprocessing = Preprocessing(),
 ) -> Path:
     """Write the model folder; `threshold` was chosen by `operating_point` on `curve`, which travels
-    with the model (both None for a folder from before operating points)."""
+    with the model (both None for a folder from before operating points), as does `preprocessing`
+    (which images are judged in tiles: `defect_inference.tiling.tiling_rule`)."""
     model_dir = Path(model_dir)
     check_model_dir(model_dir)
     if model_dir.exists():
@@ -72,6 +74,7 @@ def export_model(
         image_size=config.image_size,
         threshold=float(threshold),
         heatmap_layer=HEATMAP_LAYER if backbone.legacy_twin is not None else None,
+        preprocessing=preprocessing,
         training_config=config.to_dict(),
         operating_point=operating_point,
         operating_curve=curve,
@@ -105,7 +108,8 @@ def reexport(model_dir) -> Path:
         kept = [p for p in model_dir.iterdir() if p.name == "metrics.json" or p.suffix == ".png"]
         for path in kept:
             shutil.copy(path, keep)
-        export_model(classifier, config, info.threshold, model_dir, curve=info.operating_curve, operating_point=info.operating_point)
+        export_model(classifier, config, info.threshold, model_dir, curve=info.operating_curve, operating_point=info.operating_point,
+                     preprocessing=info.preprocessing)
         for path in Path(keep).iterdir():
             shutil.copy(path, model_dir / path.name)
     if had_onnx:

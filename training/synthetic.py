@@ -47,44 +47,44 @@ def _rotated(field: np.ndarray, degrees: float) -> np.ndarray:
     return ndimage.rotate(field, degrees, reshape=False, order=1, mode="wrap")
 
 
-def _texture(name: str, rng: np.random.Generator) -> np.ndarray:
-    """One defect-free surface in [0, 1]; every call draws a new instance of the family."""
-    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+def _texture(name: str, rng: np.random.Generator, shape: tuple[int, int] = (SIZE, SIZE)) -> np.ndarray:
+    """One defect-free surface in [0, 1] of `shape`; every call draws a new instance of the family."""
+    yy, xx = np.mgrid[0 : shape[0], 0 : shape[1]].astype(np.float32)
     if name == "clouds":
-        t = 0.6 * smooth_noise(rng, rng.uniform(6, 10)) + 0.4 * smooth_noise(rng, rng.uniform(25, 40))
+        t = 0.6 * smooth_noise(rng, rng.uniform(6, 10), shape) + 0.4 * smooth_noise(rng, rng.uniform(25, 40), shape)
         base, amp = rng.uniform(0.4, 0.6), 0.12
     elif name == "grain":
-        t = smooth_noise(rng, 0.8) + 0.3 * smooth_noise(rng, 60)
+        t = smooth_noise(rng, 0.8, shape) + 0.3 * smooth_noise(rng, 60, shape)
         base, amp = rng.uniform(0.45, 0.6), 0.09
     elif name == "brushed":
-        t = _rotated(smooth_noise(rng, (0.7, 30)), rng.uniform(0, 180)) + 0.3 * smooth_noise(rng, 2)
+        t = _rotated(smooth_noise(rng, (0.7, 30), shape), rng.uniform(0, 180)) + 0.3 * smooth_noise(rng, 2, shape)
         base, amp = rng.uniform(0.4, 0.6), 0.1
     elif name == "weave":
         period = rng.uniform(9, 14)
-        phase = 0.8 * smooth_noise(rng, 20)
+        phase = 0.8 * smooth_noise(rng, 20, shape)
         t = np.sin(2 * np.pi * xx / period + phase) * np.sin(2 * np.pi * yy / period + phase)
-        t = t + 0.35 * smooth_noise(rng, 1.2)
+        t = t + 0.35 * smooth_noise(rng, 1.2, shape)
         base, amp = rng.uniform(0.45, 0.55), 0.12
     elif name == "radial":
-        cx, cy = SIZE / 2 + rng.uniform(-6, 6, size=2)
+        cx, cy = np.array(shape[::-1]) / 2 + rng.uniform(-6, 6, size=2)
         theta = np.arctan2(yy - cy, xx - cx)
         r = np.hypot(xx - cx, yy - cy)
         streaks = np.zeros_like(theta)
         for k in rng.integers(20, 60, size=4):
             streaks += np.sin(k * theta + rng.uniform(0, 2 * np.pi)) / 4
-        t = streaks + 0.4 * smooth_noise(rng, 1.5) + 0.2 * np.sin(r / rng.uniform(8, 14))
+        t = streaks + 0.4 * smooth_noise(rng, 1.5, shape) + 0.2 * np.sin(r / rng.uniform(8, 14))
         spot = rng.uniform(25, 45)
         t = t - rng.uniform(3.0, 4.5) * np.exp(-(r**2) / (2 * spot**2))
         base, amp = rng.uniform(0.5, 0.6), 0.1
     elif name == "cells":
-        seeds = (rng.random((SIZE, SIZE)) < 0.004).astype(np.float32)
+        seeds = (rng.random(shape) < 0.004).astype(np.float32)
         t = ndimage.gaussian_filter(seeds, rng.uniform(3, 5), mode="wrap")
-        t = (t - t.mean()) / (t.std() + 1e-8) + 0.3 * smooth_noise(rng, 1)
+        t = (t - t.mean()) / (t.std() + 1e-8) + 0.3 * smooth_noise(rng, 1, shape)
         base, amp = rng.uniform(0.35, 0.5), 0.1
     elif name == "rings":
         cx, cy = rng.uniform(-400, 900, size=2)
-        r = np.hypot(xx - cx, yy - cy) + 25 * smooth_noise(rng, 40)
-        t = np.sin(2 * np.pi * r / rng.uniform(12, 20)) + 0.3 * smooth_noise(rng, 1.5)
+        r = np.hypot(xx - cx, yy - cy) + 25 * smooth_noise(rng, 40, shape)
+        t = np.sin(2 * np.pi * r / rng.uniform(12, 20)) + 0.3 * smooth_noise(rng, 1.5, shape)
         base, amp = rng.uniform(0.4, 0.55), 0.1
     else:
         raise ValueError(f"unknown texture {name!r}; choose one of {', '.join(TEXTURES)}")
@@ -145,11 +145,26 @@ def render(texture: str, defective: bool, seed: int) -> tuple[np.ndarray, np.nda
     clean = _texture(texture, rng)
     ellipse = _random_ellipse(rng) if defective else None
     image, kind = _add_defect(clean, texture, ellipse, rng) if defective else (clean, None)
+    return _to_uint8(image), _to_uint8(clean), ellipse, kind
 
-    def to_uint8(x: np.ndarray) -> np.ndarray:
-        return np.clip(np.round(x * 255), 0, 255).astype(np.uint8)
 
-    return to_uint8(image), to_uint8(clean), ellipse, kind
+def render_frame(texture: str, height: int, width: int, defect_px: int, seed: int) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
+    """A large camera frame of one surface: (the frame with one dark round blotch `defect_px`
+    across, the same frame without it, the blotch's box x0, y0, x1, y1), as uint8. Its contrast is
+    a clear defect's (`_add_defect`'s): what a large frame must not lose to a downscale."""
+    rng = np.random.default_rng(seed)
+    clean = _texture(texture, rng, (height, width))
+    radius = defect_px / 2
+    cy, cx = rng.uniform(radius + 8, height - radius - 8), rng.uniform(radius + 8, width - radius - 8)
+    yy, xx = np.ogrid[0:height, 0:width]
+    disc = (yy - cy) ** 2 + (xx - cx) ** 2 <= radius**2
+    image = clean - 4.0 * clean.std() * disc
+    box = (int(cx - radius), int(cy - radius), int(np.ceil(cx + radius)), int(np.ceil(cy + radius)))
+    return _to_uint8(image), _to_uint8(clean), box
+
+
+def _to_uint8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(x * 255), 0, 255).astype(np.uint8)
 
 
 def _write_one(task) -> tuple[Ellipse | None, str | None]:

@@ -17,12 +17,13 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from defect_inference.tiling import tiling_rule
 from training.backbones import backbone_for
 from training.card import render_model_card
 from training.config import TrainConfig
 from training.devices import make_strategy
 from training.evaluate import evaluate_model
-from training.data import check_readable, describe_source
+from training.data import check_memory, check_readable, describe_source
 from training.export import check_model_dir, export_model
 from training.operating_curve import decide
 from training.splits import held_out_splits
@@ -40,7 +41,11 @@ def train(config: TrainConfig) -> dict:
     fit_samples, val_samples, test_samples, how = held_out_splits(config)
     shapes = check_readable(fit_samples + val_samples + test_samples)
     config = config.with_working_size(shapes[: len(fit_samples)])
-    log.info("working resolution: %d px", config.image_size)
+    tiling = tiling_rule(shapes[: len(fit_samples) + len(val_samples)], config.image_size)
+    log.info("working resolution: %d px; images longer than %d px are judged in tiles at scale %.3g",
+             config.image_size, tiling.tile_above, tiling.tile_scale)
+    held = check_memory(len(fit_samples) + len(val_samples), config.image_size, backbone.decoded_channels)
+    log.info("decoded training and validation images: %.2f GB", held / 1e9)
     # OUT/logs is this run's (and is published with its model): an earlier run's curves go.
     shutil.rmtree(out / "logs", ignore_errors=True)
 
@@ -53,7 +58,8 @@ def train(config: TrainConfig) -> dict:
 
     curve, point, validation = decide(config.operating_point, [s.defective for s in val_samples], val_p)
     model_dir = export_model(
-        classifier, config, point.threshold, out / "model", history=history, curve=curve, operating_point=config.operating_point
+        classifier, config, point.threshold, out / "model", history=history, curve=curve, operating_point=config.operating_point,
+        preprocessing=tiling,
     )
     # The folder was written just now by this process: a SavedModel-only one is trusted here, and
     # it has no model.onnx whatever DEFECT_BACKEND says.

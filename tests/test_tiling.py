@@ -1,0 +1,81 @@
+"""Large frames are judged in tiles at the training scale: a small defect survives, and every
+image like the training ones is judged whole, exactly as before."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from defect_inference import DefectClassifier, Preprocessing, read_image, to_working_size
+from defect_inference.tiling import MAP_STRIDE, MAX_TILES, TILE_MARGIN, stitch, tile_grid, tiling_rule
+from training.synthetic import render_frame
+
+TILED = Preprocessing(tile_above=768, tile_scale=1.0)
+
+
+@pytest.mark.parametrize("shape", [(3000, 4000), (1024, 1536), (769, 769), (400, 6000), (8000, 8000), (2999, 4001)])
+def test_tiles_cover_the_scaled_frame_on_whole_cells_and_overlap(shape):
+    size = 512
+    grid = tile_grid(*shape, size, TILED)
+    assert grid.height % MAP_STRIDE == 0 and grid.width % MAP_STRIDE == 0
+    assert min(grid.height, grid.width) >= size
+    covered = np.zeros((grid.height, grid.width), np.int32)
+    for y, x in grid.origins:
+        assert y % MAP_STRIDE == 0 and x % MAP_STRIDE == 0
+        assert 0 <= y <= grid.height - size and 0 <= x <= grid.width - size
+        covered[y : y + size, x : x + size] += 1
+    assert covered.min() >= 1  # every pixel is in a tile
+    # Neighbouring tiles overlap by at least an eighth of a tile, so a defect on a seam is whole in one.
+    for axis, starts in ((0, sorted({y for y, _ in grid.origins})), (1, sorted({x for _, x in grid.origins}))):
+        assert all(b - a <= size - size // 8 for a, b in zip(starts, starts[1:])), (axis, starts)
+    assert len(grid.origins) <= 1.2 * MAX_TILES
+
+
+def test_the_scale_is_the_training_scale_and_images_like_the_training_ones_are_judged_whole():
+    assert tile_grid(3000, 4000, 512, TILED).width == 4000  # the model learned at scale 1
+    assert tile_grid(3000, 4000, 512, Preprocessing(tile_above=768, tile_scale=0.5)).width == 2000
+    assert tile_grid(400, 6000, 512, TILED).height == 512  # never narrower than one tile
+    assert tile_grid(8000, 8000, 512, TILED).width < 8000  # a 64-MP frame is scaled down to the tile limit
+    assert tile_grid(512, 768, 512, TILED) is None and tile_grid(700, 300, 512, TILED) is None
+    assert tile_grid(3000, 4000, 512, Preprocessing()) is None  # folders from before tiling: never
+
+
+def test_the_rule_tiles_above_the_largest_training_image_at_the_median_scale():
+    rule = tiling_rule([(250, 370), (200, 300), (630, 400), (240, 360)], 360)
+    assert rule.tile_above == math.ceil(TILE_MARGIN * 630)
+    assert rule.tile_scale == pytest.approx(360 / 370)
+
+
+def test_stitched_maps_put_each_tile_where_it_lies_and_keep_the_larger_value_in_overlaps():
+    size = 64
+    grid = tile_grid(64, 150, size, Preprocessing(tile_above=100, tile_scale=1.0))
+    cells = size // MAP_STRIDE
+    maps = np.stack([np.full((cells, cells), 0.1 * (k + 1), np.float32) for k in range(len(grid.origins))])
+    frame = stitch(maps, grid, size)
+    assert frame.shape == (grid.height // MAP_STRIDE, grid.width // MAP_STRIDE)
+    for k, (y, x) in enumerate(grid.origins):
+        window = frame[y // MAP_STRIDE : y // MAP_STRIDE + cells, x // MAP_STRIDE : x // MAP_STRIDE + cells]
+        assert window.min() >= 0.1 * (k + 1) - 1e-6  # never lower than the tile's own map
+    assert frame[0, 0] == pytest.approx(0.1) and frame[-1, -1] == pytest.approx(0.1 * len(grid.origins))
+
+
+def test_a_12_px_defect_on_a_4000x3000_frame_is_caught_in_tiles_and_lost_in_a_squash(trained):
+    out, _ = trained
+    stored = json.loads((out / "model" / "defect_config.json").read_text())["preprocessing"]
+    # The session's training images are 512 px squares: tiles above 768 px, at their own scale.
+    assert stored["tile_above"] == 768 and stored["tile_scale"] == 1.0
+    classifier = DefectClassifier(out / "model")
+    frame, clean, (x0, y0, x1, y1) = render_frame("clouds", 3000, 4000, 12, seed=0)
+    frame, clean = read_image(frame), read_image(clean)
+    tiled, tiled_clean = classifier.predict([frame, clean])
+    assert tiled.label == "defects" and tiled.p_defects > 0.99
+    bx0, by0, bx1, by1 = tiled.box  # in the frame's own pixels, around the defect
+    assert bx0 <= x0 and by0 <= y0 and bx1 >= x1 and by1 >= y1 and (bx1 - bx0) * (by1 - by0) <= 100 * 12 * 12
+    assert tiled.heatmap.shape == (3000, 4000)
+    # The defect, not the surface, made the peak: the same place on the defect-free twin is quiet.
+    assert tiled_clean.heatmap[y0:y1, x0:x1].max() < 0.5 < tiled.heatmap[y0:y1, x0:x1].max()
+    squashed = classifier.predict([np.round(to_working_size(frame, classifier.image_size)).astype(np.uint8)])[0]
+    assert squashed.label == "no_defects" and squashed.p_defects < classifier.threshold
