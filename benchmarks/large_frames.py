@@ -79,7 +79,8 @@ def main() -> None:
                         flagged = result.label == classifier.class_names[0]
                         if is_defect and flagged:
                             counts[way]["found"] += 1
-                            bx0, by0, bx1, by1 = (v * (WIDTH / given.shape[1]) for v in result.box)
+                            sx, sy = WIDTH / given.shape[1], HEIGHT / given.shape[0]
+                            bx0, by0, bx1, by1 = result.box[0] * sx, result.box[1] * sy, result.box[2] * sx, result.box[3] * sy
                             counts[way]["boxed"] += int(bx0 <= x1 and bx1 >= x0 and by0 <= y1 and by1 >= y0)
                         counts[way]["alarms"] += int(flagged and not is_defect)
                 frames += 1

@@ -23,8 +23,9 @@ def predict_rows(
     A source is anything `read_image` takes, or a function returning that (read when its batch
     comes, so a long list holds one batch of images in memory). An unreadable item yields a row
     with its reason in `error` and no prediction; the others are unaffected. With `max_pixels`,
-    the images read in all stop at that many pixels: an image past the budget, and every one
-    after it, gets a row saying so instead of being read (a server's per-request budget).
+    the images read in all stop at that many pixels, each counted as its own pixels or the
+    network's (its tiles at the working size), whichever is more: an image past the budget, and
+    every one after it, gets a row saying so instead of being read (a server's per-request budget).
     """
     items = list(items)
     spent = 0
@@ -39,7 +40,8 @@ def predict_rows(
             except ImageError as err:
                 rows.append({"file": spreadsheet_safe(name), "error": spreadsheet_safe(str(err))})
                 continue
-            spent += image.shape[0] * image.shape[1]
+            height, width = image.shape[:2]
+            spent += max(height * width, classifier.network_runs(height, width) * classifier.image_size**2)
             if max_pixels is not None and spent > max_pixels:
                 rows.append({"file": spreadsheet_safe(name), "error": _over_budget(max_pixels)})
                 continue

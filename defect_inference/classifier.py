@@ -38,6 +38,7 @@ class Prediction:
     box: tuple[int, int, int, int] | None  # x0, y0, x1, y1, only when label is the defect class
     defect_map: np.ndarray | None = None  # the model's own (grid) map in [0, 1]; None without one
     image_size: tuple[int, int] = (0, 0)  # the original image's (height, width)
+    tiles: int = 0  # how many tiles it was judged in (tiling.py); 0: whole
 
     def probabilities(self, class_names: list[str]) -> dict[str, float]:
         return {class_names[0]: self.p_defects, class_names[1]: 1.0 - self.p_defects}
@@ -151,7 +152,7 @@ class DefectClassifier:
             if grid is not None:
                 judged[i] = self._judge_tiles(images[i], grid)
         results = []
-        for image, (p, h) in zip(images, judged):
+        for image, grid, (p, h) in zip(images, grids, judged):
             height, width = image.shape[:2]
             defective = bool(p >= threshold)
             results.append(
@@ -161,9 +162,15 @@ class DefectClassifier:
                     box=defect_box(h, width, height) if defective and h is not None else None,
                     defect_map=h,
                     image_size=(height, width),
+                    tiles=len(grid.origins) if grid else 0,
                 )
             )
         return results
+
+    def network_runs(self, height: int, width: int) -> int:
+        """How many working-size squares an image of this size costs the network: its tiles, or 1."""
+        grid = tile_grid(height, width, self.image_size, self.config.preprocessing)
+        return len(grid.origins) if grid else 1
 
     def _resized(self, image: np.ndarray, height: int, width: int) -> np.ndarray:
         return resized_to(image, height, width, self.config.preprocessing, with_tensorflow=self.backend == "keras")

@@ -11,7 +11,8 @@ Schema versions: 1 (written before versions existed: no `schema_version`, no `pr
 such folders resized inside the model with "area" and stretched to a square, which is what version
 1 is read as), 2 (adds both), 3 (adds `operating_point`, the request the threshold was chosen by,
 and `operating_curve`: see operating_point.py), 4 (adds `preprocessing.tile_above` and `tile_scale`:
-see tiling.py). Older folders load with no curve and judge every image whole.
+see tiling.py; a folder without tiling is still written as version 3). Older folders load with no
+curve and judge every image whole.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ class Preprocessing:
 
 
 RESIZE_METHODS = ("area", "bilinear")
+TILING_FIELDS = ("tile_above", "tile_scale")
 ASPECTS = ("stretch",)
 
 
@@ -82,11 +84,16 @@ class ModelConfig:
         values = asdict(self)
         values["class_names"] = list(self.class_names)
         values["operating_curve"] = self.operating_curve.to_dict() if self.operating_curve else None
+        version, tiled = values.pop("schema_version"), bool(self.preprocessing.tile_above)
+        if not tiled:
+            # Without tiling the file is a version-3 file, which older copies of the core still read.
+            version = min(version, 3)
+            values["preprocessing"] = {k: v for k, v in values["preprocessing"].items() if k not in TILING_FIELDS}
         values = {
-            "schema_version": values.pop("schema_version"),
+            "schema_version": version,
             "output": self.output,
-            "input": "RGB or grayscale-as-RGB images, values 0-255, any size (resized inside the model; the classifier "
-                     "of defect_inference judges images longer than preprocessing.tile_above px in tiles; 0: never)",
+            "input": "RGB or grayscale-as-RGB images, values 0-255, any size (resized inside the model"
+                     + ("; the defect_inference classifier judges images longer than preprocessing.tile_above px in tiles)" if tiled else ")"),
             **values,
         }
         return json.dumps(values, indent=2)

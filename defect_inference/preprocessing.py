@@ -39,7 +39,7 @@ def resized_to(
     if with_tensorflow:
         import tensorflow as tf
 
-        resized = tf.image.resize(channels, (height, width), method=preprocessing.resize).numpy().astype(np.float32)
+        resized = tf.image.resize(channels, (height, width), method=preprocessing.resize).numpy().astype(np.float32, copy=False)
     else:
         resized = _resize_with_scipy(channels, height, width, preprocessing.resize)
     return resized[..., 0] if array.ndim == 2 else resized

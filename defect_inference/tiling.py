@@ -2,16 +2,16 @@
 model learned defects at, in working-size squares, instead of being squashed into one.
 
 Why: squashed from 4000x3000 into a 512-px square, a 12-px defect covers a pixel or two, below what
-the stride-8 defect map resolves. Tiled at the training scale it keeps its size. The network is
-the same on every tile (it was trained on crops and is fully convolutional up to its max-pooled
-decision), and the frame's P(defects) is the largest tile's, as a whole-image max would be. Heat
-maps are stitched (the larger value where tiles overlap) into one map of the frame.
+the stride-8 defect map resolves. Tiled at the training scale it keeps its size. Each tile is
+judged as a whole image of the working size is (the compact net learned its defect map on crops
+and its decision on whole working-size images), and the frame's P(defects) is the largest tile's.
+Heat maps are stitched (the larger value where tiles overlap) into one map of the frame.
 
-The rule travels with the model (`defect_config.json`, `preprocessing`): training sets
-`tile_above` above its largest image (so every image like the training ones is judged whole,
-exactly as the threshold was chosen on) and `tile_scale` to its images' typical working scale.
-A frame with more tiles has more chances of a false alarm than one image: the stored operating
-curve describes images like the training ones.
+The rule travels with the model (`defect_config.json`, `preprocessing`): training of the compact
+net sets `tile_above` above its largest image (so every image like the training ones is judged
+whole, exactly as the threshold was chosen on) and `tile_scale` to its images' typical scale. A
+frame with more tiles has more chances of a false alarm than one image: the stored operating curve
+describes images like the training ones.
 """
 
 from __future__ import annotations
@@ -27,9 +27,9 @@ from defect_inference.model_folder import Preprocessing
 TILE_MARGIN = 1.5
 # Input pixels per cell of the defect map: tile corners sit on whole cells, so maps stitch exactly.
 MAP_STRIDE = 8
-# A frame gives about this many tiles at most (a 64-MP frame at scale 1 and 512 px: 256); beyond
-# it the frame is scaled down further.
-MAX_TILES = 256
+# A frame gives at most this many tiles (a 12-MP frame at scale 1 and 512 px: 63); a larger one is
+# scaled down until it fits, so one image costs at most this many network runs.
+MAX_TILES = 64
 
 
 @dataclass(frozen=True)
@@ -45,33 +45,36 @@ class TileGrid:
 
 def tiling_rule(image_shapes, image_size: int) -> Preprocessing:
     """The tiling a model trained on images of these (height, width) at `image_size` keeps: tile
-    above the largest one's longer side by TILE_MARGIN, at the median one's working scale."""
-    longer = sorted(max(shape) for shape in image_shapes)
-    return Preprocessing(tile_above=math.ceil(TILE_MARGIN * longer[-1]), tile_scale=round(image_size / longer[len(longer) // 2], 6))
+    above the largest one's longer side by TILE_MARGIN, at the median one's scale (the geometric
+    mean of its two axes' scales: training stretches each axis to the square on its own)."""
+    longer = max(max(shape) for shape in image_shapes)
+    sides = sorted(math.sqrt(height * width) for height, width in image_shapes)
+    return Preprocessing(tile_above=math.ceil(TILE_MARGIN * longer), tile_scale=round(image_size / sides[len(sides) // 2], 6))
 
 
 def tile_grid(height: int, width: int, size: int, preprocessing: Preprocessing) -> TileGrid | None:
-    """The tiles an (height, width) image is judged in, or None to judge it whole."""
+    """The tiles an (height, width) image is judged in, or None to judge it whole. An axis shorter
+    than a tile at the scale is stretched to one tile, as whole images are stretched."""
     if not preprocessing.tile_above or max(height, width) <= preprocessing.tile_above:
         return None
-    # Never narrower than one tile; never more than MAX_TILES tiles.
-    scale = max(preprocessing.tile_scale, size / min(height, width))
-    step = size - size // 8
-    scale = min(scale, max(size / min(height, width), math.sqrt(MAX_TILES * step * step / (height * width))))
-    scaled_h = max(size, round(height * scale / MAP_STRIDE) * MAP_STRIDE)
-    scaled_w = max(size, round(width * scale / MAP_STRIDE) * MAP_STRIDE)
-    ys, xs = _starts(scaled_h, size), _starts(scaled_w, size)
-    return TileGrid(scaled_h, scaled_w, tuple((y, x) for y in ys for x in xs))
+    scale = preprocessing.tile_scale
+    while True:
+        scaled_h, scaled_w = (max(size, round(side * scale / MAP_STRIDE) * MAP_STRIDE) for side in (height, width))
+        ys, xs = _starts(scaled_h, size), _starts(scaled_w, size)
+        if len(ys) * len(xs) <= MAX_TILES:  # reached at the latest when both axes are one tile
+            return TileGrid(scaled_h, scaled_w, tuple((y, x) for y in ys for x in xs))
+        scale *= 0.9
 
 
 def _starts(length: int, size: int) -> list[int]:
-    """Tile starts along one axis: evenly spread from 0 to `length - size`, on whole map cells."""
-    overlap = size // 8
-    count = max(1, math.ceil((length - overlap) / (size - overlap)))
-    if count == 1:
-        return [0]
+    """Tile starts along one axis, evenly spread from 0 to `length - size` on whole map cells, never
+    more than `size - size // 8` apart."""
     last = length - size
-    return sorted({min(last, round(i * last / (count - 1) / MAP_STRIDE) * MAP_STRIDE) for i in range(count)} | {last})
+    if last <= 0:
+        return [0]
+    step = (size - size // 8) // MAP_STRIDE * MAP_STRIDE - MAP_STRIDE  # room for rounding down to a cell
+    count = math.ceil(last / step) + 1
+    return [i * last // (count - 1) // MAP_STRIDE * MAP_STRIDE for i in range(count)]
 
 
 def cut_tiles(frame: np.ndarray, grid: TileGrid, size: int, first: int, count: int) -> np.ndarray:

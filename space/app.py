@@ -46,8 +46,9 @@ DISPLAY_SIDE = 2048
 BOX_COLOR = np.array([255, 230, 0], np.uint8)
 MAX_BATCH = 500
 MAX_ZIP_MEMBER_BYTES = 64 * 1024 * 1024
-# One batch request's share of the Space: the images' bytes once inflated and their pixels in all
-# (tens of seconds of work at most on 2 cores; 500 camera frames of 2 MP fit).
+# One batch request's share of the Space: the images' bytes once inflated, and their pixels in all,
+# each image counted as its own pixels or the network's (its tiles), whichever is more (at 512 px:
+# about 3,800 network runs, minutes on 2 cores; 500 camera frames of 2 MP judged whole fit).
 MAX_BATCH_INFLATED_BYTES = 2 * 1024**3
 MAX_BATCH_PIXELS = 1_000_000_000
 # One upload at most: a batch zip, or the largest single image read_image accepts (64 MP as 16-bit RGB).
@@ -216,6 +217,9 @@ def build_demo(classifier: DefectClassifier, examples: list[str] | None = None) 
         verdict = f"**{result.label}**: P({names[0]}) = {result.p_defects:.3f} (threshold {threshold:.4f})"
         if result.box:
             verdict += f"; box x0,y0,x1,y1 = {', '.join(map(str, result.box))}"
+        if result.tiles:
+            verdict += (f". Judged in {result.tiles} tiles of {classifier.image_size} px (it is much larger than the "
+                        "training images); each tile is a chance of a false alarm, so expect more than the rates below")
         return (result.label, result.probabilities(names)), overlay(image, result), verdict
 
     def classify_batch(paths: list[str] | None, threshold: float | None = None, operating_point: str = "", progress=gr.Progress()):

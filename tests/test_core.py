@@ -25,6 +25,7 @@ from PIL import Image
 import defect_inference
 from defect_inference import DefectClassifier, ModelFolderError, read_image, resolve_model_dir
 from defect_inference.model_folder import parse_model_config
+from defect_inference.tiling import tile_grid
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -102,10 +103,19 @@ def test_other_image_sizes_give_one_answer_on_every_path_the_saved_models_where_
     model = keras.saving.load_model(out / "model")
     direct = [float(model.predict(image[None].astype(np.float32), verbose=0)[0, 0]) for image in images]
     assert max(direct) - min(direct) > 0.05  # the images differ for the model, so equality means something
-    core = DefectClassifier(out / "model").predict(images)
-    whole = [i for i, image in enumerate(images) if max(image.shape[:2]) <= 768]
-    assert 0 < len(whole) < len(images)
-    np.testing.assert_allclose([core[i].p_defects for i in whole], [direct[i] for i in whole], atol=1e-5)
+    classifier = DefectClassifier(out / "model")
+    core = classifier.predict(images)  # one batch of whole and tiled images
+    grids = [tile_grid(*image.shape[:2], classifier.image_size, classifier.config.preprocessing) for image in images]
+    assert 0 < sum(g is None for g in grids) < len(images)
+    for image, grid, result, p in zip(images, grids, core, direct):
+        if grid is None:
+            assert result.p_defects == pytest.approx(p, abs=1e-5) and result.tiles == 0
+            continue
+        # At the session's scale 1 the tiles are the image's own pixels: the largest tile's P, by hand.
+        assert (grid.height, grid.width) == image.shape[:2] and result.tiles == len(grid.origins) > 1
+        size = classifier.image_size
+        by_hand = [float(model.predict(image[None, y : y + size, x : x + size].astype(np.float32), verbose=0)[0, 0]) for y, x in grid.origins]
+        assert result.p_defects == pytest.approx(max(by_hand), abs=1e-5)
     expected = [r.p_defects for r in core]
     assert [r.heatmap.shape for r in core] == [image.shape[:2] for image in images]
     for r, image in zip(core, images):
@@ -162,9 +172,9 @@ def test_a_folder_written_before_schema_versions_loads_and_answers_the_same(tmp_
     run = subprocess.run([sys.executable, "-m", "training", "export", "--model", str(copy)], capture_output=True, text=True, timeout=300)
     assert run.returncode == 0, run.stderr[-2000:]
     upgraded = json.loads((copy / "defect_config.json").read_text())
-    # Re-exported at the current schema, and still never tiled: tiling depends on training images it never saw.
-    assert upgraded["schema_version"] == 4
-    assert upgraded["preprocessing"] == {"resize": "area", "aspect": "stretch", "tile_above": 0, "tile_scale": 1.0}
+    # Never tiled (tiling depends on training images it never saw), so written as version 3, which
+    # older copies of the core read.
+    assert upgraded["schema_version"] == 3 and upgraded["preprocessing"] == {"resize": "area", "aspect": "stretch"}
     again = DefectClassifier(copy).predict(images)
     np.testing.assert_allclose([r.p_defects for r in again], expected["p_defects"], atol=1e-6)
 

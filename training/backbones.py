@@ -30,6 +30,9 @@ class Backbone:
     views: Callable[[TrainConfig], int] = lambda config: 1
     # bytes per pixel of a decoded training image (grey or RGB, 8 bits each)
     decoded_channels: int = 3
+    # whether large images are judged in tiles (defect_inference/tiling.py): for a net whose defect
+    # map has the tiles' stride and whose features were learned on crops
+    tiles_large_images: bool = False
 
 
 _REGISTRY: dict[str, Backbone] = {}

@@ -345,5 +345,6 @@ register(
         describe=lambda config: ("trained from scratch", f"on {config['crop_size']}-px crops"),
         views=lambda config: config.test_time_views,
         decoded_channels=1,
+        tiles_large_images=True,
     )
 )

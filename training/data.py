@@ -549,22 +549,23 @@ def decode_images(
     memory. Every unreadable image is listed in one error, so a dataset is fixed in one pass.
     """
 
-    def decode(sample: Sample):
+    # Filled in place: the decoded set exists once, as check_memory counts it.
+    images = np.empty((len(samples), size, size) + (() if gray else (3,)), np.uint8)
+
+    def decode(i: int):
         try:
-            rgb = read_image(sample.image)
+            rgb = read_image(samples[i].image)
         except ImageError as err:
             return err
-        image = to_working_size(to_gray(rgb) if gray else rgb, size)
-        return np.clip(np.round(image), 0, 255).astype(np.uint8), rgb.shape[:2]
+        images[i] = np.clip(np.round(to_working_size(to_gray(rgb) if gray else rgb, size)), 0, 255)
+        return rgb.shape[:2]
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
-        results = list(tqdm(pool.map(decode, samples), total=len(samples), desc=desc, unit="img", leave=False))
+        results = list(tqdm(pool.map(decode, range(len(samples))), total=len(samples), desc=desc, unit="img", leave=False))
     errors = [f"  {s.name}: {r}" for s, r in zip(samples, results) if isinstance(r, Exception)]
     if errors:
         raise DataError(f"{len(errors)} image(s) cannot be read; fix or remove them:\n" + "\n".join(errors))
-    images = np.stack([r[0] for r in results])
-    shapes = np.array([r[1] for r in results], dtype=np.int64)
-    return images, shapes
+    return images, np.array(results, dtype=np.int64).reshape(-1, 2)
 
 
 def check_memory(n_images: int, size: int, channels: int, total: int | None = None) -> int:
@@ -575,13 +576,27 @@ def check_memory(n_images: int, size: int, channels: int, total: int | None = No
     channel (a 12-MP frame is kept as size x size, not as 12 MB), so the ceiling is set by
     `--image-size` and the number of images, never by the photographs' own size."""
     need = n_images * size * size * channels
-    total = total or os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    if need > MEMORY_SHARE * total:
+    total = total or machine_memory()
+    if total and need > MEMORY_SHARE * total:
         raise DataError(
             f"{n_images} images at {size}x{size} px take {need / 1e9:.1f} GB decoded, more than "
             f"{MEMORY_SHARE:.0%} of this machine's {total / 1e9:.1f} GB: lower --image-size, or train on fewer images"
         )
     return need
+
+
+def machine_memory() -> int | None:
+    """Bytes of memory this process may use: the physical memory, or a container's (cgroup v2)
+    limit if lower; None where neither can be read."""
+    try:
+        total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # no sysconf (Windows)
+        return None
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+    except OSError:
+        return total
+    return min(total, int(limit)) if limit.isdigit() else total
 
 
 def check_readable(samples: list[Sample]) -> list[tuple[int, int]]:

@@ -17,6 +17,7 @@ from pathlib import Path
 import keras
 import tensorflow as tf
 
+from defect_inference import Preprocessing
 from defect_inference.tiling import tiling_rule
 from training.backbones import backbone_for
 from training.card import render_model_card
@@ -41,9 +42,11 @@ def train(config: TrainConfig) -> dict:
     fit_samples, val_samples, test_samples, how = held_out_splits(config)
     shapes = check_readable(fit_samples + val_samples + test_samples)
     config = config.with_working_size(shapes[: len(fit_samples)])
-    tiling = tiling_rule(shapes[: len(fit_samples) + len(val_samples)], config.image_size)
-    log.info("working resolution: %d px; images longer than %d px are judged in tiles at scale %.3g",
-             config.image_size, tiling.tile_above, tiling.tile_scale)
+    log.info("working resolution: %d px", config.image_size)
+    tiling = Preprocessing()
+    if backbone.tiles_large_images:
+        tiling = tiling_rule(shapes[: len(fit_samples) + len(val_samples)], config.image_size)
+        log.info("images longer than %d px will be judged in tiles at scale %.3g", tiling.tile_above, tiling.tile_scale)
     held = check_memory(len(fit_samples) + len(val_samples), config.image_size, backbone.decoded_channels)
     log.info("decoded training and validation images: %.2f GB", held / 1e9)
     # OUT/logs is this run's (and is published with its model): an earlier run's curves go.
