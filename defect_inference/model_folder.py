@@ -176,8 +176,8 @@ def parse_model_config(values, where: str = CONFIG_FILE) -> ModelConfig:
     above, scale = preprocessing.tile_above, preprocessing.tile_scale
     if not isinstance(above, int) or isinstance(above, bool) or above < 0:
         raise bad("preprocessing.tile_above", f"must be 0 (never tile) or a whole number of pixels, got {above!r}")
-    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0.0 < scale <= 16.0:
-        raise bad("preprocessing.tile_scale", f"must be a scale factor above 0 and at most 16, got {scale!r}")
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0.0 < scale < math.inf:
+        raise bad("preprocessing.tile_scale", f"must be a scale factor above 0, got {scale!r}")
     return ModelConfig(tuple(names), size, float(threshold), heatmap, preprocessing, training, request, curve)
 
 

@@ -72,7 +72,7 @@ def _starts(length: int, size: int) -> list[int]:
     last = length - size
     if last <= 0:
         return [0]
-    step = (size - size // 8) // MAP_STRIDE * MAP_STRIDE - MAP_STRIDE  # room for rounding down to a cell
+    step = max(MAP_STRIDE, (size - size // 8) // MAP_STRIDE * MAP_STRIDE - MAP_STRIDE)  # room for rounding down to a cell
     count = math.ceil(last / step) + 1
     return [i * last // (count - 1) // MAP_STRIDE * MAP_STRIDE for i in range(count)]
 

@@ -19,6 +19,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
+from defect_inference import HEATMAP_LAYER
 from training.augment import jitter_gamma, jittered_region, paste_anomaly, random_orientation, resize_crop
 from training.backbones import Backbone, fit_verbosity, register
 from training.config import TrainConfig
@@ -275,6 +276,17 @@ def fit_decision_head(models: CompactModels, images: np.ndarray, labels: np.ndar
     models.classifier.get_layer(OUTPUT_LAYER).set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
 
 
+def start_from(trainer: keras.Model, folder: str) -> None:
+    """Load the network (not the decision, which is fitted anew) of a compact model folder."""
+    source = keras.saving.load_model(folder, compile=False, safe_mode=True)
+    for layer in trainer.layers:
+        if layer.weights and (layer.name.startswith(("conv", "norm")) or layer.name == HEATMAP_LAYER):
+            weights = source.get_layer(layer.name).get_weights()
+            if [w.shape for w in weights] != [w.shape for w in layer.get_weights()]:
+                raise ValueError(f"--init-weights {folder}: its layer {layer.name} differs in shape: give the same --widths and --norm")
+            layer.set_weights(weights)
+
+
 def train_compact(config: TrainConfig, fit_samples, val_samples, strategy, out: Path):
     """Train the compact net on crops; returns (classifier, history, validation P(defects))."""
     started = time.time()
@@ -295,6 +307,8 @@ def train_compact(config: TrainConfig, fit_samples, val_samples, strategy, out: 
     with strategy.scope():
         models = build_compact(config)
         trainer = models.trainer
+        if config.init_weights:
+            start_from(trainer, config.init_weights)
         # A variable only when a budget can move the schedule's end: a schedule over a variable
         # instead of a constant trains other weights from the same seed (measured; the float
         # rounding of its division, presumably), and a run without a budget must repeat exactly.
@@ -342,7 +356,10 @@ register(
         name="compact",
         train=train_compact,
         legacy_twin=_legacy_twin,
-        describe=lambda config: ("trained from scratch", f"on {config['crop_size']}-px crops"),
+        describe=lambda config: (
+            f"started from the network of {config['init_weights']}" if config.get("init_weights") else "trained from scratch",
+            f"on {config['crop_size']}-px crops",
+        ),
         views=lambda config: config.test_time_views,
         decoded_channels=1,
         tiles_large_images=True,

@@ -80,6 +80,10 @@ class TrainConfig:
         (16, 32, 32, 64, 64, 64, 64), f"compact only: the number of filters of each of its {COMPACT_LAYERS} convolution layers."
     )
     norm: str = option("instance", "compact only: 'instance' (each image normalised by its own statistics, the same in training and use) or 'batch'.", NORMS)
+    init_weights: str = option(
+        "", "compact only: start from the network of this compact model folder (its convolutions, normalizations and "
+        "defect map; same --widths and --norm), e.g. one trained on other surfaces. '': from scratch."
+    )
     # training
     crop_size: int = option(
         256, "compact only: side of the square crops it trains on (a multiple of 8, at most --image-size; cut to the size --image-size 0 chooses)."
@@ -182,6 +186,8 @@ class TrainConfig:
                 f"unknown backbone {self.backbone!r}: choose compact, efficientnet_b0, or "
                 f"{HUB_PREFIX}HANDLE (a TF-Hub image feature-vector module URL or folder)"
             )
+        if self.init_weights and not (Path(self.init_weights) / "config.json").is_file():
+            yield f"--init-weights {self.init_weights!r} is not a Keras 3 model folder (no config.json)"
         if self.fine_tune and self.backbone != "efficientnet_b0":
             yield f"--fine-tune needs --backbone efficientnet_b0 (got {self.backbone})"
         if self.backbone == "efficientnet_b0" and self.weights not in ("imagenet", "none") and not Path(self.weights).is_file():
