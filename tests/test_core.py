@@ -151,7 +151,20 @@ def test_a_restructured_pipeline_trains_the_same_model(trained, tiny_data):
     recorded = json.loads((FIXTURES / "session_model_p_defects.json").read_text())
     images = [read_image(tiny_data / "test" / name) for name in recorded["files"]]
     p = [r.p_defects for r in DefectClassifier(out / "model").predict(images)]
-    np.testing.assert_allclose(p, recorded["p_defects"], atol=1e-5)
+    # Training arithmetic differs by CPU (bfloat16 where it exists; oneDNN's kernels per instruction
+    # set), so the same code trains other weights on another kind of machine: one recording per kind.
+    machine = arithmetic()
+    if machine not in recorded["p_defects_by_arithmetic"]:
+        pytest.skip(f"no recording for {machine!r} (this machine's P(defects): {p}); record it from the last commit's code")
+    np.testing.assert_allclose(p, recorded["p_defects_by_arithmetic"][machine], atol=1e-5)
+
+
+def arithmetic() -> str:
+    """What decides a training run's rounding here: the compute precision and the CPU's vector instructions."""
+    from training.devices import resolve_precision
+
+    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").is_file() else set()
+    return " ".join([resolve_precision("auto"), *sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})])
 
 
 def test_a_folder_written_before_schema_versions_loads_and_answers_the_same(tmp_path):
