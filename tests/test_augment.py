@@ -31,7 +31,7 @@ def _bright_area_and_overlap(scale_jitter: float, gamma_jitter: float):
     from training.config import TrainConfig
     from training.data import Ellipse
     from training.compact_training import CropSampler
-    from training.model import STRIDE
+    from defect_inference.tiling import MAP_STRIDE as STRIDE
 
     ellipse = Ellipse(256.0, 256.0, 40.0, 25.0, 0.3)
     images = np.full((2, 512, 512), 100, np.uint8)

@@ -168,7 +168,7 @@ def test_masks_beside_images_are_paired_or_refused(tmp_path):
 def test_a_mask_is_the_defect_target_cell_by_cell(tmp_path):
     from training.compact_training import defect_targets
     from training.data import Sample
-    from training.model import STRIDE
+    from defect_inference.tiling import MAP_STRIDE as STRIDE
 
     _photo(tmp_path / "a.png", size=(200, 100))
     mask = np.zeros((100, 200), np.uint8)
@@ -314,7 +314,7 @@ def test_the_defect_target_follows_a_non_square_image_into_the_working_square(tm
     with it (it used to be scaled by the longer side: ~18 px off at x = 30, ~80 px at the centre)."""
     from training.compact_training import defect_targets
     from training.data import Ellipse, Sample, decode_images
-    from training.model import STRIDE
+    from defect_inference.tiling import MAP_STRIDE as STRIDE
 
     image = np.full((370, 250), 100, np.uint8)
     yy, xx = np.mgrid[0:370, 0:250]

@@ -63,22 +63,3 @@ def test_a_config_saved_before_views_existed_rebuilds_its_one_view_model():
     saved = {k: v for k, v in TrainConfig().to_dict().items() if k != "test_time_views"}
     assert TrainConfig.from_dict(saved).test_time_views == 1
     assert TrainConfig().test_time_views == 4
-
-
-def test_init_weights_start_the_network_from_another_model_and_refuse_another_shape(trained):
-    from training.compact_training import start_from
-
-    out, _ = trained
-    source = keras.saving.load_model(out / "model", compile=False)
-    saved = TrainConfig.from_file(out / "model" / "defect_config.json")
-    fresh = build_compact(TrainConfig(image_size=256, crop_size=128, widths=saved.widths, seed=9)).trainer
-    assert not np.array_equal(fresh.get_layer("conv3").get_weights()[0], source.get_layer("conv3").get_weights()[0])
-    start_from(fresh, str(out / "model"))
-    for name in ("conv0", "conv6", "norm3", "seg_logits"):
-        for ours, theirs in zip(fresh.get_layer(name).get_weights(), source.get_layer(name).get_weights()):
-            np.testing.assert_array_equal(ours, theirs)
-    narrow = build_compact(TrainConfig(image_size=256, crop_size=128, widths=(8, 16, 16, 32, 32, 32, 32))).trainer
-    with pytest.raises(ValueError, match="conv0 differs in shape.*--widths"):
-        start_from(narrow, str(out / "model"))
-    with pytest.raises(ValueError, match="--init-weights 'nowhere' is not a Keras 3 model folder"):
-        TrainConfig(init_weights="nowhere").validate()

@@ -19,13 +19,14 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from defect_inference import HEATMAP_LAYER
+from defect_inference.tiling import MAP_STRIDE
 from training.augment import jitter_gamma, jittered_region, paste_anomaly, random_orientation, resize_crop
 from training.backbones import Backbone, fit_verbosity, register
 from training.config import TrainConfig
 from training.data import Sample, class_weights, decode_images, read_mask
 from training.devices import compiled_call, resolve_precision
-from training.model import OUTPUT_LAYER, STRIDE, CompactModels, as_float32, build_compact
+from training.model import OUTPUT_LAYER, CompactModels, as_float32, build_compact
+from training.network_start import start_from
 
 log = logging.getLogger(__name__)
 
@@ -41,7 +42,7 @@ def defect_targets(samples: list[Sample], shapes: np.ndarray, size: int) -> tupl
     itself. A defective image without either trains the decision only (its crops centre where the
     model sees its defect).
     """
-    grid = size // STRIDE
+    grid = size // MAP_STRIDE
     masks = np.zeros((len(samples), grid, grid), np.float32)
     known = np.ones(len(samples), np.float32)
     centres = [np.zeros((1, 2), np.float32)] * len(samples)
@@ -51,14 +52,14 @@ def defect_targets(samples: list[Sample], shapes: np.ndarray, size: int) -> tupl
         scale = size / shape
         if sample.mask is not None:
             ys, xs = np.nonzero(read_mask(sample.mask))
-            cells = np.unique(np.stack([(ys + 0.5) * scale[0], (xs + 0.5) * scale[1]], 1).astype(np.int64) // STRIDE, axis=0)
+            cells = np.unique(np.stack([(ys + 0.5) * scale[0], (xs + 0.5) * scale[1]], 1).astype(np.int64) // MAP_STRIDE, axis=0)
             masks[i, cells[:, 0], cells[:, 1]] = 1.0
             known[i] = float(len(cells) > 0)
-            centres[i] = (cells * STRIDE + STRIDE // 2).astype(np.float32) if len(cells) else centres[i]
+            centres[i] = (cells * MAP_STRIDE + MAP_STRIDE // 2).astype(np.float32) if len(cells) else centres[i]
         elif sample.ellipse is None:
             known[i] = 0.0
         else:
-            masks[i] = sample.ellipse.mask(grid, grid, scale=(STRIDE / scale[0], STRIDE / scale[1]))
+            masks[i] = sample.ellipse.mask(grid, grid, scale=(MAP_STRIDE / scale[0], MAP_STRIDE / scale[1]))
             centres[i] = np.array([[sample.ellipse.cy * scale[0], sample.ellipse.cx * scale[1]]], np.float32)
     return masks, known, centres
 
@@ -107,18 +108,18 @@ class CropSampler(keras.utils.PyDataset):
         c = self.config
         rng = np.random.default_rng([c.seed, self.epoch, index])
         chosen = rng.choice(len(self.images), size=min(c.batch_size, len(self.images)), replace=False)
-        size, crop, g = self.images.shape[1], c.crop_size, c.crop_size // STRIDE
+        size, crop, g = self.images.shape[1], c.crop_size, c.crop_size // MAP_STRIDE
         x = np.empty((len(chosen), crop, crop, 1), np.float32)
         seg = np.empty((len(chosen), g, g, 1), np.float32)
         seg_w = np.empty((len(chosen), g, g), np.float32)
         y = self.labels[chosen].astype(np.float32)[:, None]
         for j, i in enumerate(chosen):
             cy, cx = self._centre(i, rng)
-            region = jittered_region(rng, crop, c.scale_jitter, STRIDE, size)
-            y0 = int(np.clip(cy - region // 2, 0, size - region)) // STRIDE * STRIDE
-            x0 = int(np.clip(cx - region // 2, 0, size - region)) // STRIDE * STRIDE
+            region = jittered_region(rng, crop, c.scale_jitter, MAP_STRIDE, size)
+            y0 = int(np.clip(cy - region // 2, 0, size - region)) // MAP_STRIDE * MAP_STRIDE
+            x0 = int(np.clip(cx - region // 2, 0, size - region)) // MAP_STRIDE * MAP_STRIDE
             image = self.images[i, y0 : y0 + region, x0 : x0 + region]
-            mask = self.masks[i, y0 // STRIDE : (y0 + region) // STRIDE, x0 // STRIDE : (x0 + region) // STRIDE]
+            mask = self.masks[i, y0 // MAP_STRIDE : (y0 + region) // MAP_STRIDE, x0 // MAP_STRIDE : (x0 + region) // MAP_STRIDE]
             if region != crop:
                 image, mask = resize_crop(image, mask, crop, g)
             if c.gamma_jitter:
@@ -131,7 +132,7 @@ class CropSampler(keras.utils.PyDataset):
                 image, fine = paste_anomaly(image, np.rot90(self.images[d, dy : dy + crop, dx : dx + crop], int(rng.integers(4))), rng)
                 # A cell is defective if any of its pixels is: a thin line covers a quarter of a
                 # cell at most, and averaging would teach that lines deserve a quarter of a peak.
-                mask = fine.reshape(g, STRIDE, g, STRIDE).max(axis=(1, 3))
+                mask = fine.reshape(g, MAP_STRIDE, g, MAP_STRIDE).max(axis=(1, 3))
                 y[j, 0], known = 1.0, 1.0
             x[j, ..., 0], seg[j, ..., 0] = image, mask
             # Defect pixels are few: weight them up so the map does not learn "never".
@@ -158,7 +159,7 @@ class HardNegativeMiner(keras.callbacks.Callback):
             seg = self.seg(sampler.images[chosen, ..., None].astype(np.float32)).numpy()[..., 0]
             flat = seg.reshape(len(seg), -1).argmax(axis=1)
             cells = np.stack(np.unravel_index(flat, seg.shape[1:]), axis=1)
-            sampler.peaks[chosen] = cells * STRIDE + STRIDE // 2
+            sampler.peaks[chosen] = cells * MAP_STRIDE + MAP_STRIDE // 2
 
 
 class WholeImageValidation(keras.callbacks.Callback):
@@ -274,17 +275,6 @@ def fit_decision_head(models: CompactModels, images: np.ndarray, labels: np.ndar
     kernel = (head.coef_[0] / std)[:, None]
     bias = head.intercept_ - (head.coef_[0] * mean / std).sum()
     models.classifier.get_layer(OUTPUT_LAYER).set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
-
-
-def start_from(trainer: keras.Model, folder: str) -> None:
-    """Load the network (not the decision, which is fitted anew) of a compact model folder."""
-    source = keras.saving.load_model(folder, compile=False, safe_mode=True)
-    for layer in trainer.layers:
-        if layer.weights and (layer.name.startswith(("conv", "norm")) or layer.name == HEATMAP_LAYER):
-            weights = source.get_layer(layer.name).get_weights()
-            if [w.shape for w in weights] != [w.shape for w in layer.get_weights()]:
-                raise ValueError(f"--init-weights {folder}: its layer {layer.name} differs in shape: give the same --widths and --norm")
-            layer.set_weights(weights)
 
 
 def train_compact(config: TrainConfig, fit_samples, val_samples, strategy, out: Path):

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from defect_inference.model_folder import MAX_IMAGE_SIZE
 from defect_inference.operating_point import Request
+from training.network_start import SHIPPED_STARTS, is_start
 
 HUB_PREFIX = "tfhub:"
 PRETRAINED = ("efficientnet_b0",)
@@ -81,8 +82,10 @@ class TrainConfig:
     )
     norm: str = option("instance", "compact only: 'instance' (each image normalised by its own statistics, the same in training and use) or 'batch'.", NORMS)
     init_weights: str = option(
-        "", "compact only: start from the network of this compact model folder (its convolutions, normalizations and "
-        "defect map; same --widths and --norm), e.g. one trained on other surfaces. '': from scratch."
+        "", "compact only: start from the network (convolutions, normalizations, defect map; same --widths and --norm) "
+        "of this compact model folder, e.g. one trained on other surfaces, of a start file (.npz, python -m "
+        "training.make_start), or of a start the package ships: "
+        "'generated-surfaces', a net trained on generated surfaces and their synthetic defects. '': from scratch."
     )
     # training
     crop_size: int = option(
@@ -186,8 +189,11 @@ class TrainConfig:
                 f"unknown backbone {self.backbone!r}: choose compact, efficientnet_b0, or "
                 f"{HUB_PREFIX}HANDLE (a TF-Hub image feature-vector module URL or folder)"
             )
-        if self.init_weights and not (Path(self.init_weights) / "config.json").is_file():
-            yield f"--init-weights {self.init_weights!r} is not a Keras 3 model folder (no config.json)"
+        if self.init_weights and not is_start(self.init_weights):
+            yield (
+                f"--init-weights {self.init_weights!r} is neither a Keras 3 model folder (no config.json), a start file "
+                f"(.npz) nor a start the package ships ({', '.join(SHIPPED_STARTS)})"
+            )
         if self.fine_tune and self.backbone != "efficientnet_b0":
             yield f"--fine-tune needs --backbone efficientnet_b0 (got {self.backbone})"
         if self.backbone == "efficientnet_b0" and self.weights not in ("imagenet", "none") and not Path(self.weights).is_file():

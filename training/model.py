@@ -36,7 +36,6 @@ import numpy as np
 from keras import layers
 
 from defect_inference import HEATMAP_LAYER, Preprocessing
-from defect_inference.tiling import MAP_STRIDE as STRIDE  # noqa: F401 (input pixels per cell of the defect map)
 from training.config import TrainConfig
 
 OUTPUT_LAYER = "p_defects"
