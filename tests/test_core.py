@@ -175,10 +175,11 @@ def test_a_folder_written_before_schema_versions_loads_and_answers_the_same(tmp_
     assert classifier.config.preprocessing.resize == "area" and classifier.image_size == 64
     images = [read_image(folder / name) for name in expected["inputs"]]
     results = classifier.predict(images)
-    np.testing.assert_allclose([r.p_defects for r in results], expected["p_defects"], atol=1e-6)
+    # The Keras path's tolerance (1e-5): the recording's CPU and an AVX-512 one differ by ~4e-6 in P.
+    np.testing.assert_allclose([r.p_defects for r in results], expected["p_defects"], atol=1e-5)
     assert [r.label for r in results] == expected["labels"]
     assert [list(r.box) if r.box else None for r in results] == expected["boxes"]
-    np.testing.assert_allclose([r.heatmap.mean() for r in results], expected["heatmap_means"], atol=1e-6)
+    np.testing.assert_allclose([r.heatmap.mean() for r in results], expected["heatmap_means"], atol=1e-5)
 
     copy = tmp_path / "model"
     shutil.copytree(folder, copy)
@@ -189,7 +190,7 @@ def test_a_folder_written_before_schema_versions_loads_and_answers_the_same(tmp_
     # older copies of the core read.
     assert upgraded["schema_version"] == 3 and upgraded["preprocessing"] == {"resize": "area", "aspect": "stretch"}
     again = DefectClassifier(copy).predict(images)
-    np.testing.assert_allclose([r.p_defects for r in again], expected["p_defects"], atol=1e-6)
+    np.testing.assert_allclose([r.p_defects for r in again], expected["p_defects"], atol=1e-5)
 
 
 GOOD_CONFIG = {"schema_version": 4, "class_names": ["defects", "no_defects"], "image_size": 512, "threshold": 0.3,

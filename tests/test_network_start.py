@@ -53,8 +53,21 @@ def test_the_shipped_start_fits_the_default_net_and_says_how_it_was_made():
     fresh = _fresh()
     start_from(fresh, "generated-surfaces")
     _assert_started(fresh, network_weights("generated-surfaces"))
-    # A trained net, not a fresh one: its defect map separates something.
-    assert float(np.abs(network_weights("generated-surfaces")["seg_logits"][0]).max()) > 0.1
+    # A trained net, not a fresh one: training moved the defect map's bias from its initial -3.
+    assert abs(float(network_weights("generated-surfaces")["seg_logits"][1][0]) + 3.0) > 1e-3
+
+
+def test_a_start_is_refused_for_another_backbone_and_a_file_not_written_as_a_start(tmp_path):
+    with pytest.raises(ValueError, match="--init-weights needs --backbone compact"):
+        TrainConfig(backbone="efficientnet_b0", init_weights="generated-surfaces").validate()
+    stray = tmp_path / "other.npz"
+    np.savez(stray, np.zeros(3))
+    with pytest.raises(ValueError, match="'arr_0' is not named LAYER/INDEX.*make_start"):
+        start_from(_fresh(), str(stray))
+    partial = tmp_path / "partial.npz"
+    np.savez(partial, **{f"conv0/{i}": w for i, w in enumerate(network_weights("generated-surfaces")["conv0"])})
+    with pytest.raises(ValueError, match="it has no layer norm0"):
+        start_from(_fresh(), str(partial))
 
 
 def test_make_start_writes_the_network_of_the_run_it_trains(tmp_path):

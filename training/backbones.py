@@ -2,7 +2,7 @@
 
 The orchestrator (`train.py`), the exporter and the model card ask the registry instead of
 testing backbone names, so a new backbone is one `Backbone` entry in one module (timm's pattern).
-Entries: `compact` (compact_training.py: a segmentation net trained from scratch), and the frozen
+Entries: `compact` (compact_training.py: a segmentation net trained from scratch or from a start), and the frozen
 pretrained ones in pretrained.py, `efficientnet_b0` and `tfhub:HANDLE`.
 """
 

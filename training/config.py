@@ -64,7 +64,7 @@ class TrainConfig:
     # model
     backbone: str = option(
         "compact",
-        f"Network: 'compact' (a segmentation net trained from scratch, with a heat map), 'efficientnet_b0' "
+        f"Network: 'compact' (a segmentation net trained from scratch or --init-weights, with a heat map), 'efficientnet_b0' "
         f"(frozen ImageNet backbone) or '{HUB_PREFIX}HANDLE' (a frozen TF-Hub image feature-vector module, URL or folder).",
     )
     weights: str = option("imagenet", "efficientnet_b0 only: 'imagenet' (downloaded once), 'none', or a local weights file.")
@@ -194,6 +194,8 @@ class TrainConfig:
                 f"--init-weights {self.init_weights!r} is neither a Keras 3 model folder (no config.json), a start file "
                 f"(.npz) nor a start the package ships ({', '.join(SHIPPED_STARTS)})"
             )
+        if self.init_weights and self.backbone != "compact":
+            yield f"--init-weights needs --backbone compact (got {self.backbone}): only the compact net starts from a start"
         if self.fine_tune and self.backbone != "efficientnet_b0":
             yield f"--fine-tune needs --backbone efficientnet_b0 (got {self.backbone})"
         if self.backbone == "efficientnet_b0" and self.weights not in ("imagenet", "none") and not Path(self.weights).is_file():

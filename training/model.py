@@ -1,4 +1,4 @@
-"""The compact backbone: a segmentation net with a decision head, trained from scratch.
+"""The compact backbone: a segmentation net with a decision head, trained from scratch (or from a start: network_start.py).
 
 Why this shape: DAGM-style defects are small and faint on large textures, and a plain CNN on a
 downscaled image stays at the majority guess (the tutorial's from-scratch models did). Following

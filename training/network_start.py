@@ -36,14 +36,24 @@ def is_start(source: str) -> bool:
     return path.is_file() and path.suffix == START_SUFFIX or (path / "config.json").is_file()
 
 
+def _layer_and_index(key: str, path: Path) -> tuple[str, int]:
+    layer, _, index = key.rpartition("/")
+    if not layer or not index.isdigit():
+        raise ValueError(
+            f"--init-weights {path}: its array {key!r} is not named LAYER/INDEX, so it is not a start file: "
+            f"write one with python -m training.make_start (or training.network_start.write_start)"
+        )
+    return layer, int(index)
+
+
 def network_weights(source: str) -> dict[str, list[np.ndarray]]:
     """The network's weights by layer name: of a shipped start, a start file or a compact model folder."""
     path = start_path(source)
-    if path.suffix == START_SUFFIX:
+    if path.is_file():
         with np.load(path, allow_pickle=False) as saved:
             layers: dict[str, list[np.ndarray]] = {}
-            for key in sorted(saved.files, key=lambda k: (k.rsplit("/", 1)[0], int(k.rsplit("/", 1)[1]))):
-                layers.setdefault(key.rsplit("/", 1)[0], []).append(saved[key])
+            for key in sorted(saved.files, key=lambda k: _layer_and_index(k, path)):
+                layers.setdefault(_layer_and_index(key, path)[0], []).append(saved[key])
             return layers
     import keras
 
