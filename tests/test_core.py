@@ -161,10 +161,9 @@ def test_a_restructured_pipeline_trains_the_same_model(trained, tiny_data):
 
 def arithmetic() -> str:
     """What decides a training run's rounding here: the compute precision and the CPU's vector instructions."""
-    from training.devices import resolve_precision
+    from training.devices import cpu_flags, resolve_precision
 
-    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").is_file() else set()
-    return " ".join([resolve_precision("auto"), *sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})])
+    return " ".join([resolve_precision("auto"), *sorted(cpu_flags() & {"avx2", "avx512f", "avx512_bf16", "amx_bf16"})])
 
 
 def test_a_folder_written_before_schema_versions_loads_and_answers_the_same(tmp_path):

@@ -28,15 +28,19 @@ def make_strategy(kind: str) -> tf.distribute.Strategy:
     raise ValueError(f"--distribute must be none, mirrored or multiworker, got {kind!r}")
 
 
+def cpu_flags() -> set[str]:
+    """The CPU's feature flags (empty where /proc/cpuinfo does not exist)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    return set(cpuinfo.read_text().split()) if cpuinfo.is_file() else set()
+
+
 def resolve_precision(kind: str) -> str:
     """The Keras dtype policy name for `--precision`."""
     if kind != "auto":
         return kind
     if tf.config.list_physical_devices("GPU"):
         return "mixed_float16"
-    cpuinfo = Path("/proc/cpuinfo")
-    flags = cpuinfo.read_text() if cpuinfo.is_file() else ""
-    return "mixed_bfloat16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "float32"
+    return "mixed_bfloat16" if cpu_flags() & {"avx512_bf16", "amx_bf16"} else "float32"
 
 
 def compiled_call(model) -> tf.types.experimental.PolymorphicFunction:

@@ -52,8 +52,8 @@ def network_weights(source: str) -> dict[str, list[np.ndarray]]:
     if path.is_file():
         with np.load(path, allow_pickle=False) as saved:
             layers: dict[str, list[np.ndarray]] = {}
-            for key in sorted(saved.files, key=lambda k: _layer_and_index(k, path)):
-                layers.setdefault(_layer_and_index(key, path)[0], []).append(saved[key])
+            for (layer, _), key in sorted((_layer_and_index(k, path), k) for k in saved.files):
+                layers.setdefault(layer, []).append(saved[key])
             return layers
     import keras
 
