@@ -7,8 +7,9 @@ into a temporary copy with `export --format onnx`), on the Space's example image
     .venv/bin/python benchmarks/export_speed.py --model runs/default/model [--n 40] [--batch 32]
 
 Prints the p50/p95 of single-image calls and the batch images/s of each, the largest difference in
-P(defects) and in the heat map, the tutorial's `model.predict` p50 on the same model and the p50
-ratios, and the batch throughput ratio (ONNX Runtime / TensorFlow) last.
+P(defects) and in the heat map, OpenVINO's rate on the same ONNX file where it is installed (the
+network alone, float32 and bfloat16), the tutorial's `model.predict` p50 on the same model and the
+p50 ratios, and the batch throughput ratio (ONNX Runtime / TensorFlow) last.
 """
 
 from __future__ import annotations
@@ -76,10 +77,42 @@ def main() -> None:
             print(f"{name}: single image p50 {p50s[name]:.1f} ms, p95 {p95:.1f} ms; batch of {args.batch} at {size}px: "
                   f"{rates[name]:.1f} images/s")
         tutorial = tutorial_p50_ms(backends["keras"].model, images, args.n)
+        openvino_lines(folder / "model.onnx", backends["onnx"], batch)
     print(f"the tutorial's model.predict on one image: p50 {tutorial:.1f} ms")
     print(f"single image p50 ratios: onnx/tutorial {p50s['onnx'] / tutorial:.2f}, keras/tutorial {p50s['keras'] / tutorial:.2f}, "
           f"onnx/keras {p50s['onnx'] / p50s['keras']:.2f}")
     print(f"batch throughput ratio onnx/keras: {rates['onnx'] / rates['keras']:.2f}")
+
+
+def openvino_lines(path: Path, onnx_classifier: DefectClassifier, batch: list[np.ndarray]) -> None:
+    """OpenVINO on the same ONNX file, if it is installed (optional: `pip install openvino`): the
+    network alone on the working-size batch, against ONNX Runtime's, in float32 and, where the CPU
+    has it, bfloat16, with the largest gap in the heat map's logits."""
+    try:
+        import openvino
+    except ImportError:
+        print("openvino: not installed (pip install openvino), not measured")
+        return
+    squares = np.stack(batch).astype(np.float32)
+    runtime = onnx_classifier._run
+
+    def rate(run) -> float:
+        run(squares)
+        started = time.perf_counter()
+        for _ in range(3):
+            run(squares)
+        return 3 * len(squares) / (time.perf_counter() - started)
+
+    reference, onnx_rate = runtime(squares)[1], rate(runtime)
+    core = openvino.Core()
+    hints = ["f32"] + (["bf16"] if "BF16" in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES") else [])
+    for hint in hints:
+        compiled = core.compile_model(core.read_model(path), "CPU", {"INFERENCE_PRECISION_HINT": hint})
+        request = compiled.create_infer_request()
+        run = lambda x: request.infer({0: x})[compiled.outputs[1]]  # noqa: E731
+        gap = float(np.abs(run(squares) - reference).max())
+        print(f"openvino {openvino.__version__} {hint}: the network on a batch of {len(squares)}: {rate(run):.1f} images/s "
+              f"(onnxruntime {onnx_rate:.1f}); largest gap in the heat map's logits {gap:.1e}")
 
 
 def tutorial_p50_ms(model, images: list[np.ndarray], n: int) -> float:

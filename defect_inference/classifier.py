@@ -10,6 +10,7 @@ onnx_backend.py) runs the folder's `model.onnx` instead, without TensorFlow, whe
 from __future__ import annotations
 
 import functools
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ from PIL import Image
 from defect_inference.model_folder import ModelFolderError, load_model_config, resolve_model_dir
 from defect_inference.onnx_backend import ONNX_FILE, OnnxRunner
 from defect_inference.operating_point import Point, Request
-from defect_inference.preprocessing import resized_to
+from defect_inference.preprocessing import content_shape, resized_to, to_working_size
 from defect_inference.tiling import TileGrid, cut_tiles, stitch, tile_grid
 
 # A box is drawn around the heat map's peak region: cells above this fraction of the peak.
@@ -145,9 +146,10 @@ class DefectClassifier:
         judged: list[tuple[float, np.ndarray | None]] = [None] * len(images)
         whole = [i for i, grid in enumerate(grids) if grid is None]
         if whole:
-            batch = np.stack([self._resized(images[i], self.image_size, self.image_size) for i in whole])
-            for i, answer in zip(whole, zip(*self._judge(batch))):
-                judged[i] = answer
+            size, preprocessing = self.image_size, self.config.preprocessing
+            batch = np.stack([to_working_size(images[i], size, preprocessing, self.backend == "keras") for i in whole])
+            for i, (p, h) in zip(whole, zip(*self._judge(batch))):
+                judged[i] = p, None if h is None else content_of(h, content_shape(*images[i].shape[:2], size, preprocessing), size)
         for i, grid in enumerate(grids):
             if grid is not None:
                 judged[i] = self._judge_tiles(images[i], grid)
@@ -190,6 +192,13 @@ class DefectClassifier:
             probs.extend(p)
             maps.extend(h)
         return float(max(probs)), None if maps[0] is None else stitch(np.stack(maps), grid, size)
+
+
+def content_of(heat: np.ndarray, content: tuple[int, int], size: int) -> np.ndarray:
+    """The cells of a working square's map that cover the image itself (all of them unless the
+    image was fitted and mirrored: preprocessing.py), so the heat map and box are the image's."""
+    stride = size / heat.shape[0]
+    return heat[: math.ceil(content[0] / stride), : math.ceil(content[1] / stride)]
 
 
 def heatmap_from_logits(logits: np.ndarray) -> np.ndarray:

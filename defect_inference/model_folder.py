@@ -11,8 +11,9 @@ Schema versions: 1 (written before versions existed: no `schema_version`, no `pr
 such folders resized inside the model with "area" and stretched to a square, which is what version
 1 is read as), 2 (adds both), 3 (adds `operating_point`, the request the threshold was chosen by,
 and `operating_curve`: see operating_point.py), 4 (adds `preprocessing.tile_above` and `tile_scale`:
-see tiling.py; a folder without tiling is still written as version 3). Older folders load with no
-curve and judge every image whole.
+see tiling.py; a folder without tiling is still written as version 3), 5 (adds `preprocessing.aspect`
+"fit"; a folder that stretches is written as before). Older folders load with no curve and judge
+every image whole.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ CONFIG_FILE = "defect_config.json"
 KERAS_FILES = ("config.json", "metadata.json", "model.weights.h5")
 SAVEDMODEL_FILES = (CONFIG_FILE, "saved_model.pb", "keras_metadata.pb", "fingerprint.pb", "variables/*", "assets/*")
 HEATMAP_LAYER = "seg_logits"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # The largest working resolution a model folder may have (a square of it is one network input).
 MAX_IMAGE_SIZE = 8192
 
@@ -44,8 +45,10 @@ class Preprocessing:
     """How an RGB uint8 image becomes the network's input; the saved model does the same inside.
 
     `resize` is the interpolation of the resize to `image_size` x `image_size` (the saved model's
-    `resize` layer uses it too); `aspect` is "stretch": an image is scaled to the square on both
-    axes, and heat maps and boxes are mapped back to the original pixels. An image whose longer
+    `resize` layer uses it too). `aspect` is "stretch" (an image is scaled to the square on both
+    axes) or "fit" (scaled alike on both axes until its longer side fills the square, the rest of
+    the square filled with the image's mirror images: see preprocessing.py); heat maps and boxes
+    are mapped back to the original pixels either way. An image whose longer
     side is above `tile_above` pixels (0: none) is instead scaled by `tile_scale` and judged in
     working-size tiles (tiling.py), so a small defect on a large frame keeps the size the model
     learned defects at.
@@ -59,7 +62,7 @@ class Preprocessing:
 
 RESIZE_METHODS = ("area", "bilinear")
 TILING_FIELDS = ("tile_above", "tile_scale")
-ASPECTS = ("stretch",)
+ASPECTS = ("stretch", "fit")
 
 
 @dataclass(frozen=True)
@@ -85,15 +88,19 @@ class ModelConfig:
         values["class_names"] = list(self.class_names)
         values["operating_curve"] = self.operating_curve.to_dict() if self.operating_curve else None
         version, tiled = values.pop("schema_version"), bool(self.preprocessing.tile_above)
+        fitted = self.preprocessing.aspect != "stretch"
+        if not fitted:
+            # Older copies of the core still read a file that needs nothing newer: version 4 with
+            # tiling, version 3 without.
+            version = min(version, 4 if tiled else 3)
         if not tiled:
-            # Without tiling the file is a version-3 file, which older copies of the core still read.
-            version = min(version, 3)
             values["preprocessing"] = {k: v for k, v in values["preprocessing"].items() if k not in TILING_FIELDS}
         values = {
             "schema_version": version,
             "output": self.output,
             "input": "RGB or grayscale-as-RGB images, values 0-255, any size (resized inside the model"
-                     + ("; the defect_inference classifier judges images longer than preprocessing.tile_above px in tiles)" if tiled else ")"),
+                     + ("; the defect_inference classifier judges images longer than preprocessing.tile_above px in tiles" if tiled else "")
+                     + ("; the defect_inference classifier keeps their aspect, the saved model alone stretches them)" if fitted else ")"),
             **values,
         }
         return json.dumps(values, indent=2)

@@ -2,9 +2,17 @@
 
 The saved model resizes inside (its `resize` layer), so `keras.saving.load_model(...).predict`
 on an image of any size is right on its own. Everything outside the model that prepares images
-(the classifier below, before stacking images of different sizes into one batch, and training,
-before cutting crops) calls `to_working_size`, which runs the very op that layer runs, so an image
+(the classifier, before stacking images of different sizes into one batch, and training, before
+cutting crops) calls `to_working_size`, which runs the very op that layer runs, so an image
 gives the network the same input whichever way it arrives.
+
+With `preprocessing.aspect` "fit" an image keeps its aspect: it is scaled alike on both axes until
+its longer side fills the square, placed at the top left, and the rest of the square is filled
+with its mirror images (NumPy's "symmetric" padding). Why mirrors: a flat or black fill meets the
+surface along an edge that looks like a defect to a net that learned defects as local changes,
+and it would move the per-image statistics the net normalises by; a mirror continues the texture
+without a step. The saved model's own layers cannot mirror, so it still stretches (named in the
+model card): the inference core and training fit.
 """
 
 from __future__ import annotations
@@ -17,7 +25,8 @@ from defect_inference.model_folder import Preprocessing
 def to_working_size(
     image: np.ndarray, size: int, preprocessing: Preprocessing = Preprocessing(), with_tensorflow: bool = True
 ) -> np.ndarray:
-    """(H, W, C) or (H, W) image -> float32 (size, size, C) or (size, size), as the model's `resize` layer does.
+    """(H, W, C) or (H, W) image -> float32 (size, size, C) or (size, size), as the model's `resize`
+    layer does (or fitted and mirrored with `preprocessing.aspect` "fit", see above).
 
     The op is TensorFlow's, which is what Keras's resize runs on this backend (the same numbers),
     called on the image's own 8-bit pixels: a 64-MP photograph never exists as floats, which
@@ -25,7 +34,27 @@ def to_working_size(
     (equal to float32 rounding, ~1e-4 of a grey level) for the ONNX backend, which runs where
     TensorFlow is not installed.
     """
+    if preprocessing.aspect == "fit":
+        height, width = fitted_shape(*np.shape(image)[:2], size)
+        return mirror_filled(resized_to(image, height, width, preprocessing, with_tensorflow), size)
     return resized_to(image, size, size, preprocessing, with_tensorflow)
+
+
+def fitted_shape(height: int, width: int, size: int) -> tuple[int, int]:
+    """The (height, width) an image takes inside the working square with aspect "fit"."""
+    scale = size / max(height, width)
+    return max(1, min(size, round(height * scale))), max(1, min(size, round(width * scale)))
+
+
+def content_shape(height: int, width: int, size: int, preprocessing: Preprocessing) -> tuple[int, int]:
+    """The part of the working square (from its top left) that holds the image itself."""
+    return fitted_shape(height, width, size) if preprocessing.aspect == "fit" else (size, size)
+
+
+def mirror_filled(image: np.ndarray, size: int) -> np.ndarray:
+    """An image at its fitted size placed at the top left of a size x size square, the rest its mirror images."""
+    height, width = image.shape[:2]
+    return np.pad(image, ((0, size - height), (0, size - width)) + ((0, 0),) * (image.ndim - 2), mode="symmetric")
 
 
 def resized_to(

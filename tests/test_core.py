@@ -24,7 +24,7 @@ from PIL import Image
 
 import defect_inference
 from defect_inference import DefectClassifier, ModelFolderError, read_image, resolve_model_dir
-from defect_inference.model_folder import parse_model_config
+from defect_inference.model_folder import SCHEMA_VERSION, parse_model_config
 from defect_inference.tiling import tile_grid
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -211,6 +211,7 @@ GOOD_CONFIG = {"schema_version": 4, "class_names": ["defects", "no_defects"], "i
         ({"class_names": ["ok", "ok"]}, "class_names"),
         ({"heatmap_layer": 3}, "heatmap_layer"),
         ({"preprocessing": {"resize": "lanczos9"}}, "preprocessing.resize"),
+        ({"preprocessing": {"aspect": "pad"}}, "preprocessing.aspect"),
         ({"preprocessing": {"aspect": "stretch", "crop": True}}, "preprocessing"),
         ({"preprocessing": {"tile_above": -1}}, "preprocessing.tile_above"),
         ({"preprocessing": {"tile_above": 768.5}}, "preprocessing.tile_above"),
@@ -231,8 +232,9 @@ def test_a_missing_key_a_newer_schema_and_bad_json_are_explained(tmp_path):
     without = {k: v for k, v in GOOD_CONFIG.items() if k != "class_names"}
     with pytest.raises(ModelFolderError, match="`class_names`"):
         parse_model_config(without)
-    with pytest.raises(ModelFolderError, match="schema version 5.*upgrade"):
-        parse_model_config({**GOOD_CONFIG, "schema_version": 5})
+    newer = SCHEMA_VERSION + 1
+    with pytest.raises(ModelFolderError, match=f"schema version {newer}.*upgrade"):
+        parse_model_config({**GOOD_CONFIG, "schema_version": newer})
     (tmp_path / "defect_config.json").write_text("{not json")
     with pytest.raises(ModelFolderError, match="not valid JSON"):
         DefectClassifier(tmp_path)

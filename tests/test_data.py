@@ -362,3 +362,39 @@ def test_decoded_training_images_have_a_stated_memory_ceiling():
     with pytest.raises(DataError, match=r"1000 images at 4096x4096 px take 16\.8 GB.*lower --image-size"):
         check_memory(1000, 4096, 1, total=24 * 10**9)
     assert check_memory(1000, 4096, 1, total=int(16.8e9 / MEMORY_SHARE) + 1)
+
+
+def test_a_fitted_image_keeps_its_aspect_and_its_target_follows_into_the_mirror_images(tmp_path):
+    """Aspect "fit": a 370x250 photo fills the 512 square's height at one scale on both axes (a
+    round defect stays round), the rest of the square is its mirror image, and the target marks the
+    defect and its mirror image alike; stretched, the same defect comes out 1.5 times as wide as high."""
+    from training.compact_training import defect_targets
+    from training.data import Sample
+    from defect_inference import Preprocessing
+    from defect_inference.tiling import MAP_STRIDE as STRIDE
+
+    image = np.full((370, 250), 100, np.uint8)
+    yy, xx = np.mgrid[0:370, 0:250]
+    image[(xx - 225) ** 2 + (yy - 200) ** 2 <= 12**2] = 250
+    Image.fromarray(image).save(tmp_path / "tile.png")
+    mask = np.where((xx - 225) ** 2 + (yy - 200) ** 2 <= 12**2, 255, 0).astype(np.uint8)
+    Image.fromarray(mask).save(tmp_path / "tile_mask.png")
+    fit = Preprocessing(aspect="fit")
+    for sample in (Sample(str(tmp_path / "tile.png"), True, mask=str(tmp_path / "tile_mask.png")),
+                   Sample(str(tmp_path / "tile.png"), True, ellipse=Ellipse(225, 200, 12, 12, 0.0))):
+        images, shapes = decode_images([sample], 512, preprocessing=fit)
+        width = round(250 * 512 / 370)  # 346: the photo's own part of the square
+        np.testing.assert_array_equal(images[0][:, width:], images[0][:, width - 1 : 2 * width - 512 - 1 : -1])
+        bright_y, bright_x = np.nonzero(images[0][:, :width] > 175)
+        assert abs(np.ptp(bright_x) - np.ptp(bright_y)) <= 1 and abs(np.ptp(bright_y) - 24 * 512 / 370) <= 2
+        masks, known, centres = defect_targets([sample], shapes, 512, fit)
+        marked = np.zeros((512, 512), bool)
+        for cy, cx in np.argwhere(masks[0]):
+            marked[cy * STRIDE : (cy + 1) * STRIDE, cx * STRIDE : (cx + 1) * STRIDE] = True
+        defect = images[0] > 175
+        assert defect[:, width:].sum() > 100 and marked[defect].all() and known[0] == 1  # both copies marked
+        assert marked.sum() < 4 * defect.sum() and len(centres[0]) == masks[0].sum()
+
+    stretched, _ = decode_images([sample], 512)
+    bright_y, bright_x = np.nonzero(stretched[0] > 175)
+    assert np.ptp(bright_x) > 1.4 * np.ptp(bright_y)

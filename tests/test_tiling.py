@@ -88,3 +88,33 @@ def test_a_12_px_defect_on_a_4000x3000_frame_is_caught_in_tiles_and_lost_in_a_sq
     assert tiled_clean.heatmap[y0:y1, x0:x1].max() < 0.5 < tiled.heatmap[y0:y1, x0:x1].max()
     squashed = classifier.predict([np.round(to_working_size(frame, classifier.image_size)).astype(np.uint8)])[0]
     assert squashed.label == "no_defects" and squashed.p_defects < classifier.threshold
+
+
+def test_a_fitted_model_judges_a_wide_frame_at_its_own_aspect_with_heat_map_and_box_in_its_pixels(trained, tmp_path):
+    """The session model with aspect "fit" (written as schema 5): a 256x512 frame is the top half of
+    the working square and its mirror image the bottom half, P is the saved model's on that square,
+    and the heat map and box are the frame's own."""
+    import shutil
+
+    import keras
+
+    out, _ = trained
+    folder = tmp_path / "fitted"
+    shutil.copytree(out / "model", folder)
+    config_path = folder / "defect_config.json"
+    stored = json.loads(config_path.read_text())
+    stored["preprocessing"]["aspect"] = "fit"
+    config_path.write_text(json.dumps(stored))
+    classifier = DefectClassifier(folder)
+    assert classifier.config.preprocessing.aspect == "fit" and json.loads(classifier.config.to_json())["schema_version"] == 5
+    frame, clean, (x0, y0, x1, y1) = render_frame("clouds", 256, 512, 32, seed=1)
+    frame, clean = read_image(frame), read_image(clean)
+    found, quiet = classifier.predict([frame, clean])
+    square = to_working_size(frame, 512, classifier.config.preprocessing)
+    np.testing.assert_array_equal(square[256:], square[255::-1])
+    by_hand = float(keras.saving.load_model(folder).predict(square[None], verbose=0)[0, 0])
+    assert found.p_defects == pytest.approx(by_hand, abs=1e-5) and found.label == "defects" and found.tiles == 0
+    assert found.heatmap.shape == (256, 512) and found.defect_map.shape == (32, 64)
+    bx0, by0, bx1, by1 = found.box
+    assert bx0 <= x0 and by0 <= y0 and bx1 >= x1 and by1 >= y1 and (bx1 - bx0) * (by1 - by0) <= 16 * 32 * 32
+    assert quiet.heatmap[y0:y1, x0:x1].max() < 0.5 < found.heatmap[y0:y1, x0:x1].max()

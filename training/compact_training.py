@@ -19,6 +19,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
+from defect_inference import Preprocessing, to_working_size
 from defect_inference.tiling import MAP_STRIDE
 from training.augment import jitter_gamma, jittered_region, paste_anomaly, random_orientation, resize_crop
 from training.backbones import Backbone, fit_verbosity, register
@@ -31,7 +32,9 @@ from training.network_start import start_from
 log = logging.getLogger(__name__)
 
 
-def defect_targets(samples: list[Sample], shapes: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+def defect_targets(
+    samples: list[Sample], shapes: np.ndarray, size: int, preprocessing: Preprocessing = Preprocessing()
+) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
     """Stride-8 target maps, whether each image has a usable one, and where its crops may centre
     (working pixels); `shapes` are the images' (height, width) on disk, and the masks were checked
     against them (`data.check_readable`, before training).
@@ -40,7 +43,9 @@ def defect_targets(samples: list[Sample], shapes: np.ndarray, size: int) -> tupl
     and averaging would teach that cracks deserve part of a peak) and lets crops centre on any of
     them; an ellipse, the weak label, marks the cells whose centres it holds and centres crops on
     itself. A defective image without either trains the decision only (its crops centre where the
-    model sees its defect).
+    model sees its defect). An image fitted and mirrored into the square (aspect "fit", any
+    image that is not square) gets its mask or ellipse drawn at its own size and fitted and
+    mirrored alike, so each mirror image of a defect is marked too.
     """
     grid = size // MAP_STRIDE
     masks = np.zeros((len(samples), grid, grid), np.float32)
@@ -50,7 +55,15 @@ def defect_targets(samples: list[Sample], shapes: np.ndarray, size: int) -> tupl
         if not sample.defective:
             continue
         scale = size / shape
-        if sample.mask is not None:
+        if preprocessing.aspect == "fit" and shape[0] != shape[1] and (sample.mask is not None or sample.ellipse is not None):
+            pixels = read_mask(sample.mask) if sample.mask is not None else sample.ellipse.mask(*shape)
+            # Any share of a mask pixel marks its working pixel (the resize averages): thin lines stay.
+            square = to_working_size(pixels.astype(np.uint8) * 255, size, preprocessing) >= 1
+            masks[i] = square.reshape(grid, MAP_STRIDE, grid, MAP_STRIDE).max(axis=(1, 3))
+            cells = np.argwhere(masks[i])
+            known[i] = float(len(cells) > 0)
+            centres[i] = (cells * MAP_STRIDE + MAP_STRIDE // 2).astype(np.float32) if len(cells) else centres[i]
+        elif sample.mask is not None:
             ys, xs = np.nonzero(read_mask(sample.mask))
             cells = np.unique(np.stack([(ys + 0.5) * scale[0], (xs + 0.5) * scale[1]], 1).astype(np.int64) // MAP_STRIDE, axis=0)
             masks[i, cells[:, 0], cells[:, 1]] = 1.0
@@ -280,10 +293,11 @@ def fit_decision_head(models: CompactModels, images: np.ndarray, labels: np.ndar
 def train_compact(config: TrainConfig, fit_samples, val_samples, strategy, out: Path):
     """Train the compact net on crops; returns (classifier, history, validation P(defects))."""
     started = time.time()
-    images, shapes = decode_images(fit_samples, config.image_size, desc="decoding train")
-    masks, known, centres = defect_targets(fit_samples, shapes, config.image_size)
+    preprocessing = Preprocessing(aspect=config.aspect)
+    images, shapes = decode_images(fit_samples, config.image_size, desc="decoding train", preprocessing=preprocessing)
+    masks, known, centres = defect_targets(fit_samples, shapes, config.image_size, preprocessing)
     labels = np.array([s.defective for s in fit_samples], np.int64)
-    v_images, _ = decode_images(val_samples, config.image_size, desc="decoding validation")
+    v_images, _ = decode_images(val_samples, config.image_size, desc="decoding validation", preprocessing=preprocessing)
     v_labels = np.array([s.defective for s in val_samples], np.int64)
 
     sampler = CropSampler(images, masks, known, labels, centres, config)

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from defect_inference.model_folder import MAX_IMAGE_SIZE
+from defect_inference.model_folder import ASPECTS, MAX_IMAGE_SIZE
 from defect_inference.operating_point import Request
 from training.network_start import SHIPPED_STARTS, is_start
 
@@ -27,7 +27,7 @@ PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 TEST_TIME_VIEWS = (1, 2, 4, 8)
 COMPACT_LAYERS = 7
 # Settings added later, at the value that configs saved before them ran with.
-SAVED_BEFORE = {"test_time_views": 1, "time_budget": 0.0}
+SAVED_BEFORE = {"test_time_views": 1, "time_budget": 0.0, "aspect": "stretch"}
 DEFAULT_OPERATING_POINT = "cost=2"
 # The largest working resolution `--image-size 0` chooses: what the default was when it was fixed.
 AUTO_IMAGE_SIZE = 512
@@ -76,6 +76,14 @@ class TrainConfig:
         f"the data, the median longer side of the training images rounded up to a multiple of 8, at most {AUTO_IMAGE_SIZE} "
         f"(small photographs are not blown up); the size chosen is saved with the model. Images more than half again "
         f"as large as the largest training image are judged in tiles of this size at the training images' scale.",
+    )
+    aspect: str = option(
+        "stretch",
+        "How an image that is not square becomes the working square: 'stretch' (scaled on each axis to the square) or "
+        "'fit' (scaled alike on both axes until its longer side fills the square, the rest filled with its mirror "
+        "images, so shapes keep their proportions; the saved model alone, without the defect_inference classifier, "
+        "still stretches).",
+        ASPECTS,
     )
     widths: tuple[int, ...] = option(
         (16, 32, 32, 64, 64, 64, 64), f"compact only: the number of filters of each of its {COMPACT_LAYERS} convolution layers."

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from defect_inference import IMAGE_SUFFIXES, ImageError, read_image, to_gray, to_working_size
+from defect_inference import IMAGE_SUFFIXES, ImageError, Preprocessing, read_image, to_gray, to_working_size
 
 log = logging.getLogger(__name__)
 CLASS_NAMES = ("defects", "no_defects")
@@ -537,11 +537,11 @@ def _require_both_classes(samples: list[Sample], where) -> None:
 
 
 def decode_images(
-    samples: list[Sample], size: int, desc: str = "decoding", gray: bool = True
+    samples: list[Sample], size: int, desc: str = "decoding", gray: bool = True, preprocessing: Preprocessing = Preprocessing()
 ) -> tuple[np.ndarray, np.ndarray]:
     """Decode samples into (N, size, size) uint8 grayscale (or (N, size, size, 3) RGB with
     `gray=False`) plus each image's (height, width) on disk: an image of another aspect is
-    stretched unequally on the two axes.
+    stretched unequally on the two axes, or fitted and mirrored with `preprocessing.aspect` "fit".
 
     Images are brought to the working size by the inference core's `to_working_size`, the resize
     the saved model runs inside, so training sees what users' images become; they are kept as
@@ -557,7 +557,7 @@ def decode_images(
             rgb = read_image(samples[i].image)
         except ImageError as err:
             return err
-        images[i] = np.clip(np.round(to_working_size(to_gray(rgb) if gray else rgb, size)), 0, 255)
+        images[i] = np.clip(np.round(to_working_size(to_gray(rgb) if gray else rgb, size, preprocessing)), 0, 255)
         return rgb.shape[:2]
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:

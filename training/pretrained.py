@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from defect_inference import HEATMAP_LAYER
+from defect_inference import HEATMAP_LAYER, Preprocessing
 from training.augment import augment_image
 from training.backbones import Backbone, fit_verbosity, register
 from training.config import HUB_PREFIX, TrainConfig
@@ -198,8 +198,9 @@ def train_pretrained(config: TrainConfig, fit_samples, val_samples, strategy, ou
             weights = None if config.weights == "none" else config.weights
             classifier, features = build_efficientnet(config, weights=weights)
         fn = compiled_call(features)
-    images, _ = decode_images(fit_samples, config.image_size, desc="decoding train", gray=False)
-    v_images, _ = decode_images(val_samples, config.image_size, desc="decoding validation", gray=False)
+    preprocessing = Preprocessing(aspect=config.aspect)
+    images, _ = decode_images(fit_samples, config.image_size, desc="decoding train", gray=False, preprocessing=preprocessing)
+    v_images, _ = decode_images(val_samples, config.image_size, desc="decoding validation", gray=False, preprocessing=preprocessing)
     labels = np.array([s.defective for s in fit_samples], np.int64)
     v_labels = np.array([s.defective for s in val_samples], np.int64)
     feats = extract_features(fn, images, config.batch_size, "features (train)")

@@ -8,6 +8,7 @@ from what was measured.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -43,9 +44,10 @@ def train(config: TrainConfig) -> dict:
     shapes = check_readable(fit_samples + val_samples + test_samples)
     config = config.with_working_size(shapes[: len(fit_samples)])
     log.info("working resolution: %d px", config.image_size)
-    tiling = Preprocessing()
+    preprocessing = Preprocessing(aspect=config.aspect)
     if backbone.tiles_large_images:
         tiling = tiling_rule(shapes[: len(fit_samples) + len(val_samples)], config.image_size)
+        preprocessing = dataclasses.replace(preprocessing, tile_above=tiling.tile_above, tile_scale=tiling.tile_scale)
         log.info("images longer than %d px will be judged in tiles at scale %.3g", tiling.tile_above, tiling.tile_scale)
     held = check_memory(len(fit_samples) + len(val_samples), config.image_size, backbone.decoded_channels)
     log.info("decoded training and validation images: %.2f GB", held / 1e9)
@@ -62,7 +64,7 @@ def train(config: TrainConfig) -> dict:
     curve, point, validation = decide(config.operating_point, [s.defective for s in val_samples], val_p)
     model_dir = export_model(
         classifier, config, point.threshold, out / "model", history=history, curve=curve, operating_point=config.operating_point,
-        preprocessing=tiling,
+        preprocessing=preprocessing,
     )
     # The folder was written just now by this process: a SavedModel-only one is trusted here, and
     # it has no model.onnx whatever DEFECT_BACKEND says.
