@@ -44,7 +44,7 @@ class ModelFolderError(ValueError):
 class Preprocessing:
     """How an RGB uint8 image becomes the network's input; the saved model does the same inside.
 
-    `resize` is the interpolation of the resize to `image_size` x `image_size` (the saved model's
+    `resize` is the interpolation of the resize into the `image_size` square (the saved model's
     `resize` layer uses it too). `aspect` is "stretch" (an image is scaled to the square on both
     axes) or "fit" (scaled alike on both axes until its longer side fills the square, the rest of
     the square filled with the image's mirror images: see preprocessing.py); heat maps and boxes
@@ -180,6 +180,8 @@ def parse_model_config(values, where: str = CONFIG_FILE) -> ModelConfig:
         raise bad("preprocessing.resize", f"must be one of {', '.join(RESIZE_METHODS)}, got {preprocessing.resize!r}")
     if preprocessing.aspect not in ASPECTS:
         raise bad("preprocessing.aspect", f"must be one of {', '.join(ASPECTS)}, got {preprocessing.aspect!r}")
+    if preprocessing.aspect != "stretch" and version < 5:
+        raise bad("preprocessing.aspect", f"{preprocessing.aspect!r} needs schema version 5, the file says {version}")
     above, scale = preprocessing.tile_above, preprocessing.tile_scale
     if not isinstance(above, int) or isinstance(above, bool) or above < 0:
         raise bad("preprocessing.tile_above", f"must be 0 (never tile) or a whole number of pixels, got {above!r}")

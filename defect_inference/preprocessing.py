@@ -4,7 +4,7 @@ The saved model resizes inside (its `resize` layer), so `keras.saving.load_model
 on an image of any size is right on its own. Everything outside the model that prepares images
 (the classifier, before stacking images of different sizes into one batch, and training, before
 cutting crops) calls `to_working_size`, which runs the very op that layer runs, so an image
-gives the network the same input whichever way it arrives.
+gives the network the same input whichever way it arrives (except below).
 
 With `preprocessing.aspect` "fit" an image keeps its aspect: it is scaled alike on both axes until
 its longer side fills the square, placed at the top left, and the rest of the square is filled
@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from defect_inference.model_folder import Preprocessing
+from defect_inference.tiling import MAP_STRIDE
 
 
 def to_working_size(
@@ -41,9 +42,12 @@ def to_working_size(
 
 
 def fitted_shape(height: int, width: int, size: int) -> tuple[int, int]:
-    """The (height, width) an image takes inside the working square with aspect "fit"."""
+    """The (height, width) an image takes inside the working square with aspect "fit": its longer
+    side the square's, its shorter one scaled alike and rounded to whole cells of the defect map,
+    so the map's cells of the image and of its mirror images part exactly."""
     scale = size / max(height, width)
-    return max(1, min(size, round(height * scale))), max(1, min(size, round(width * scale)))
+    return tuple(size if side == max(height, width) else min(size, max(MAP_STRIDE, round(side * scale / MAP_STRIDE) * MAP_STRIDE))
+                 for side in (height, width))
 
 
 def content_shape(height: int, width: int, size: int, preprocessing: Preprocessing) -> tuple[int, int]:

@@ -43,18 +43,20 @@ class TileGrid:
     origins: tuple[tuple[int, int], ...]
 
 
-def tiling_rule(image_shapes, image_size: int) -> Preprocessing:
+def tiling_rule(image_shapes, image_size: int, aspect: str = "stretch") -> Preprocessing:
     """The tiling a model trained on images of these (height, width) at `image_size` keeps: tile
-    above the largest one's longer side by TILE_MARGIN, at the median one's scale (the geometric
-    mean of its two axes' scales: training stretches each axis to the square on its own)."""
+    above the largest one's longer side by TILE_MARGIN, at the median one's scale (stretched: the
+    geometric mean of its two axes' scales, each axis stretched to the square on its own; fitted:
+    its longer side's, which both axes share)."""
     longer = max(max(shape) for shape in image_shapes)
-    sides = sorted(math.sqrt(height * width) for height, width in image_shapes)
-    return Preprocessing(tile_above=math.ceil(TILE_MARGIN * longer), tile_scale=round(image_size / sides[len(sides) // 2], 6))
+    side = max if aspect == "fit" else (lambda height, width: math.sqrt(height * width))
+    sides = sorted(side(height, width) for height, width in image_shapes)
+    return Preprocessing(aspect=aspect, tile_above=math.ceil(TILE_MARGIN * longer), tile_scale=round(image_size / sides[len(sides) // 2], 6))
 
 
 def tile_grid(height: int, width: int, size: int, preprocessing: Preprocessing) -> TileGrid | None:
     """The tiles an (height, width) image is judged in, or None to judge it whole. An axis shorter
-    than a tile at the scale is stretched to one tile, as whole images are stretched."""
+    than a tile at the scale is stretched to one tile (with aspect "fit" too: not mirrored yet)."""
     if not preprocessing.tile_above or max(height, width) <= preprocessing.tile_above:
         return None
     scale = preprocessing.tile_scale

@@ -367,10 +367,11 @@ def test_decoded_training_images_have_a_stated_memory_ceiling():
 def test_a_fitted_image_keeps_its_aspect_and_its_target_follows_into_the_mirror_images(tmp_path):
     """Aspect "fit": a 370x250 photo fills the 512 square's height at one scale on both axes (a
     round defect stays round), the rest of the square is its mirror image, and the target marks the
-    defect and its mirror image alike; stretched, the same defect comes out 1.5 times as wide as high."""
+    defect and its mirror image alike; stretched, the same defect comes out ~1.5 times as wide as high."""
     from training.compact_training import defect_targets
     from training.data import Sample
     from defect_inference import Preprocessing
+    from defect_inference.preprocessing import fitted_shape
     from defect_inference.tiling import MAP_STRIDE as STRIDE
 
     image = np.full((370, 250), 100, np.uint8)
@@ -383,7 +384,8 @@ def test_a_fitted_image_keeps_its_aspect_and_its_target_follows_into_the_mirror_
     for sample in (Sample(str(tmp_path / "tile.png"), True, mask=str(tmp_path / "tile_mask.png")),
                    Sample(str(tmp_path / "tile.png"), True, ellipse=Ellipse(225, 200, 12, 12, 0.0))):
         images, shapes = decode_images([sample], 512, preprocessing=fit)
-        width = round(250 * 512 / 370)  # 346: the photo's own part of the square
+        width = fitted_shape(370, 250, 512)[1]  # the photo's own part of the square, in whole map cells
+        assert width % STRIDE == 0 and abs(width - 250 * 512 / 370) <= STRIDE / 2
         np.testing.assert_array_equal(images[0][:, width:], images[0][:, width - 1 : 2 * width - 512 - 1 : -1])
         bright_y, bright_x = np.nonzero(images[0][:, :width] > 175)
         assert abs(np.ptp(bright_x) - np.ptp(bright_y)) <= 1 and abs(np.ptp(bright_y) - 24 * 512 / 370) <= 2
@@ -392,8 +394,12 @@ def test_a_fitted_image_keeps_its_aspect_and_its_target_follows_into_the_mirror_
         for cy, cx in np.argwhere(masks[0]):
             marked[cy * STRIDE : (cy + 1) * STRIDE, cx * STRIDE : (cx + 1) * STRIDE] = True
         defect = images[0] > 175
-        assert defect[:, width:].sum() > 100 and marked[defect].all() and known[0] == 1  # both copies marked
-        assert marked.sum() < 4 * defect.sum() and len(centres[0]) == masks[0].sum()
+        # A mask marks every cell its pixels fall in; an ellipse, the weak label, the cells whose
+        # centres it holds: most of the disc, in the photograph and in its mirror image alike.
+        least = 1.0 if sample.mask is not None else 0.8
+        assert defect[:, width:].sum() > 100 and known[0] == 1
+        assert marked[:, :width][defect[:, :width]].mean() >= least and marked[:, width:][defect[:, width:]].mean() >= least
+        assert marked.sum() < 4 * defect.sum() and len(centres[0]) == (masks[0].sum() if sample.mask is not None else 1)
 
     stretched, _ = decode_images([sample], 512)
     bright_y, bright_x = np.nonzero(stretched[0] > 175)

@@ -50,6 +50,8 @@ def test_the_rule_tiles_above_the_largest_training_image_at_the_median_scale():
     rule = tiling_rule([(250, 370), (200, 300), (630, 400), (240, 360), (250, 360)], 360)
     assert rule.tile_above == math.ceil(TILE_MARGIN * 630)
     assert rule.tile_scale == pytest.approx(360 / math.sqrt(250 * 360))  # both axes' scales, geometric mean
+    fitted = tiling_rule([(250, 370), (200, 300), (630, 400), (240, 380), (250, 360)], 512, "fit")
+    assert fitted.tile_scale == pytest.approx(512 / 370) and fitted.aspect == "fit"  # the longer side's, both axes share it
 
 
 def test_stitched_maps_put_each_tile_where_it_lies_and_keep_the_larger_value_in_overlaps():
@@ -91,12 +93,14 @@ def test_a_12_px_defect_on_a_4000x3000_frame_is_caught_in_tiles_and_lost_in_a_sq
 
 
 def test_a_fitted_model_judges_a_wide_frame_at_its_own_aspect_with_heat_map_and_box_in_its_pixels(trained, tmp_path):
-    """The session model with aspect "fit" (written as schema 5): a 256x512 frame is the top half of
-    the working square and its mirror image the bottom half, P is the saved model's on that square,
-    and the heat map and box are the frame's own."""
+    """The session model with aspect "fit" (schema 5): a 250x512 frame fills the top 248 rows of
+    the working square (whole map cells) and its mirror image the rest, P is the saved model's on
+    that square, and the heat map and box are the frame's own, on the defect."""
     import shutil
 
     import keras
+
+    from defect_inference import ModelFolderError
 
     out, _ = trained
     folder = tmp_path / "fitted"
@@ -105,16 +109,22 @@ def test_a_fitted_model_judges_a_wide_frame_at_its_own_aspect_with_heat_map_and_
     stored = json.loads(config_path.read_text())
     stored["preprocessing"]["aspect"] = "fit"
     config_path.write_text(json.dumps(stored))
+    with pytest.raises(ModelFolderError, match="needs schema version 5"):
+        DefectClassifier(folder)
+    config_path.write_text(json.dumps({**stored, "schema_version": 5}))
     classifier = DefectClassifier(folder)
+    size = classifier.image_size
     assert classifier.config.preprocessing.aspect == "fit" and json.loads(classifier.config.to_json())["schema_version"] == 5
-    frame, clean, (x0, y0, x1, y1) = render_frame("clouds", 256, 512, 32, seed=1)
+    frame, clean, (x0, y0, x1, y1) = render_frame("clouds", 250, size, 32, seed=1)
     frame, clean = read_image(frame), read_image(clean)
     found, quiet = classifier.predict([frame, clean])
-    square = to_working_size(frame, 512, classifier.config.preprocessing)
-    np.testing.assert_array_equal(square[256:], square[255::-1])
+    square = to_working_size(frame, size, classifier.config.preprocessing)
+    np.testing.assert_array_equal(square[248 : 2 * 248], square[247::-1][: size - 248])
     by_hand = float(keras.saving.load_model(folder).predict(square[None], verbose=0)[0, 0])
     assert found.p_defects == pytest.approx(by_hand, abs=1e-5) and found.label == "defects" and found.tiles == 0
-    assert found.heatmap.shape == (256, 512) and found.defect_map.shape == (32, 64)
+    assert found.defect_map.shape == (248 // MAP_STRIDE, size // MAP_STRIDE) and found.heatmap.shape == (250, size)
+    peak_y, peak_x = np.unravel_index(np.argmax(found.heatmap), found.heatmap.shape)
+    assert y0 - MAP_STRIDE <= peak_y <= y1 + MAP_STRIDE and x0 - MAP_STRIDE <= peak_x <= x1 + MAP_STRIDE
     bx0, by0, bx1, by1 = found.box
     assert bx0 <= x0 and by0 <= y0 and bx1 >= x1 and by1 >= y1 and (bx1 - bx0) * (by1 - by0) <= 16 * 32 * 32
     assert quiet.heatmap[y0:y1, x0:x1].max() < 0.5 < found.heatmap[y0:y1, x0:x1].max()

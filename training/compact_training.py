@@ -19,7 +19,8 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from defect_inference import Preprocessing, to_working_size
+from defect_inference import Preprocessing
+from defect_inference.preprocessing import content_shape, mirror_filled
 from defect_inference.tiling import MAP_STRIDE
 from training.augment import jitter_gamma, jittered_region, paste_anomaly, random_orientation, resize_crop
 from training.backbones import Backbone, fit_verbosity, register
@@ -43,9 +44,9 @@ def defect_targets(
     and averaging would teach that cracks deserve part of a peak) and lets crops centre on any of
     them; an ellipse, the weak label, marks the cells whose centres it holds and centres crops on
     itself. A defective image without either trains the decision only (its crops centre where the
-    model sees its defect). An image fitted and mirrored into the square (aspect "fit", any
-    image that is not square) gets its mask or ellipse drawn at its own size and fitted and
-    mirrored alike, so each mirror image of a defect is marked too.
+    model sees its defect). An image fitted into the square (aspect "fit") has its target mirrored
+    into the fill cell by cell, as its pixels are (fitted sides are whole cells), so each mirror
+    image of a defect is marked too.
     """
     grid = size // MAP_STRIDE
     masks = np.zeros((len(samples), grid, grid), np.float32)
@@ -54,25 +55,25 @@ def defect_targets(
     for i, (sample, shape) in enumerate(zip(samples, shapes)):
         if not sample.defective:
             continue
-        scale = size / shape
-        if preprocessing.aspect == "fit" and shape[0] != shape[1] and (sample.mask is not None or sample.ellipse is not None):
-            pixels = read_mask(sample.mask) if sample.mask is not None else sample.ellipse.mask(*shape)
-            # Any share of a mask pixel marks its working pixel (the resize averages): thin lines stay.
-            square = to_working_size(pixels.astype(np.uint8) * 255, size, preprocessing) >= 1
-            masks[i] = square.reshape(grid, MAP_STRIDE, grid, MAP_STRIDE).max(axis=(1, 3))
+        # The image's own part of the square (all of it, stretched), in whole map cells.
+        content = np.array(content_shape(*shape, size, preprocessing))
+        scale, cells_h, cells_w = content / shape, *(content // MAP_STRIDE)
+        if sample.mask is not None:
+            ys, xs = np.nonzero(read_mask(sample.mask))
+            cells = np.unique(np.stack([(ys + 0.5) * scale[0], (xs + 0.5) * scale[1]], 1).astype(np.int64) // MAP_STRIDE, axis=0)
+            target = np.zeros((cells_h, cells_w), np.float32)
+            target[cells[:, 0], cells[:, 1]] = 1.0
+        elif sample.ellipse is None:
+            known[i] = 0.0
+            continue
+        else:
+            target = sample.ellipse.mask(cells_h, cells_w, scale=(MAP_STRIDE / scale[0], MAP_STRIDE / scale[1]))
+        masks[i] = mirror_filled(target, grid)
+        if sample.mask is not None:
             cells = np.argwhere(masks[i])
             known[i] = float(len(cells) > 0)
             centres[i] = (cells * MAP_STRIDE + MAP_STRIDE // 2).astype(np.float32) if len(cells) else centres[i]
-        elif sample.mask is not None:
-            ys, xs = np.nonzero(read_mask(sample.mask))
-            cells = np.unique(np.stack([(ys + 0.5) * scale[0], (xs + 0.5) * scale[1]], 1).astype(np.int64) // MAP_STRIDE, axis=0)
-            masks[i, cells[:, 0], cells[:, 1]] = 1.0
-            known[i] = float(len(cells) > 0)
-            centres[i] = (cells * MAP_STRIDE + MAP_STRIDE // 2).astype(np.float32) if len(cells) else centres[i]
-        elif sample.ellipse is None:
-            known[i] = 0.0
         else:
-            masks[i] = sample.ellipse.mask(grid, grid, scale=(MAP_STRIDE / scale[0], MAP_STRIDE / scale[1]))
             centres[i] = np.array([[sample.ellipse.cy * scale[0], sample.ellipse.cx * scale[1]]], np.float32)
     return masks, known, centres
 

@@ -8,7 +8,6 @@ from what was measured.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import shutil
@@ -46,9 +45,8 @@ def train(config: TrainConfig) -> dict:
     log.info("working resolution: %d px", config.image_size)
     preprocessing = Preprocessing(aspect=config.aspect)
     if backbone.tiles_large_images:
-        tiling = tiling_rule(shapes[: len(fit_samples) + len(val_samples)], config.image_size)
-        preprocessing = dataclasses.replace(preprocessing, tile_above=tiling.tile_above, tile_scale=tiling.tile_scale)
-        log.info("images longer than %d px will be judged in tiles at scale %.3g", tiling.tile_above, tiling.tile_scale)
+        preprocessing = tiling_rule(shapes[: len(fit_samples) + len(val_samples)], config.image_size, config.aspect)
+        log.info("images longer than %d px will be judged in tiles at scale %.3g", preprocessing.tile_above, preprocessing.tile_scale)
     held = check_memory(len(fit_samples) + len(val_samples), config.image_size, backbone.decoded_channels)
     log.info("decoded training and validation images: %.2f GB", held / 1e9)
     # OUT/logs is this run's (and is published with its model): an earlier run's curves go.
